@@ -1,0 +1,43 @@
+# Raftor's everyday commands. `make test` is what CI runs.
+GO ?= go
+PKGS ?= ./...
+
+.PHONY: all build test vet fmt-check proto proto-check bench sim sim-soak run clean
+
+all: build
+
+build:
+	$(GO) build $(PKGS)
+
+# vet, formatting, the .proto drift check and every test under the race detector.
+test: vet fmt-check
+	$(GO) test -race -timeout 18m $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# Regenerate messages/*.pb.go from messages/*.proto (needs protoc).
+proto:
+	$(GO) generate ./messages
+
+# Fails when the committed generated code differs from the .proto files.
+proto-check:
+	RAFTOR_REQUIRE_PROTOC=1 $(GO) test -run TestGeneratedCodeInSync -count=1 ./messages
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 $(PKGS)
+
+# The deterministic simulator: a few hundred seeds (SEEDS=N for more).
+SEEDS ?= 300
+sim:
+	RAFTOR_SIM_SEEDS=$(SEEDS) $(GO) test -count=1 -timeout 60m -run Sim ./cluster/sim
+
+run:
+	$(GO) run ./examples/kvstore
+
+clean:
+	rm -rf data bin
