@@ -315,12 +315,15 @@ func (x *ClientWriteRequest) GetTimeoutMs() uint64 {
 }
 
 type ClientWriteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Result        []byte                 `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
-	TypedResult   *anypb.Any             `protobuf:"bytes,4,opt,name=typed_result,json=typedResult,proto3" json:"typed_result,omitempty"`
-	Error         *Error                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Index       uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Term        uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Result      []byte                 `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	TypedResult *anypb.Any             `protobuf:"bytes,4,opt,name=typed_result,json=typedResult,proto3" json:"typed_result,omitempty"`
+	Error       *Error                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// request echoes the request's RequestID, so that an application actor
+	// with several writes in flight can tell which one is answered.
+	Request       *RequestID `protobuf:"bytes,6,opt,name=request,proto3" json:"request,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -386,6 +389,13 @@ func (x *ClientWriteResponse) GetTypedResult() *anypb.Any {
 func (x *ClientWriteResponse) GetError() *Error {
 	if x != nil {
 		return x.Error
+	}
+	return nil
+}
+
+func (x *ClientWriteResponse) GetRequest() *RequestID {
+	if x != nil {
+		return x.Request
 	}
 	return nil
 }
@@ -1616,13 +1626,14 @@ const file_client_proto_rawDesc = "" +
 	"\n" +
 	"no_forward\x18\x04 \x01(\bR\tnoForward\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x05 \x01(\x04R\ttimeoutMs\"\xb8\x01\n" +
+	"timeout_ms\x18\x05 \x01(\x04R\ttimeoutMs\"\xe8\x01\n" +
 	"\x13ClientWriteResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x16\n" +
 	"\x06result\x18\x03 \x01(\fR\x06result\x127\n" +
 	"\ftyped_result\x18\x04 \x01(\v2\x14.google.protobuf.AnyR\vtypedResult\x12&\n" +
-	"\x05error\x18\x05 \x01(\v2\x10.raftor.v1.ErrorR\x05error\"s\n" +
+	"\x05error\x18\x05 \x01(\v2\x10.raftor.v1.ErrorR\x05error\x12.\n" +
+	"\arequest\x18\x06 \x01(\v2\x14.raftor.v1.RequestIDR\arequest\"s\n" +
 	"\x10ReadIndexRequest\x12\x1d\n" +
 	"\n" +
 	"no_forward\x18\x01 \x01(\bR\tnoForward\x12\x1d\n" +
@@ -1791,28 +1802,29 @@ var file_client_proto_depIdxs = []int32{
 	26, // 3: raftor.v1.ClientWriteRequest.request:type_name -> raftor.v1.RequestID
 	25, // 4: raftor.v1.ClientWriteResponse.typed_result:type_name -> google.protobuf.Any
 	24, // 5: raftor.v1.ClientWriteResponse.error:type_name -> raftor.v1.Error
-	24, // 6: raftor.v1.ReadIndexResponse.error:type_name -> raftor.v1.Error
-	23, // 7: raftor.v1.MembershipChangeResponse.membership:type_name -> raftor.v1.Membership
-	24, // 8: raftor.v1.MembershipChangeResponse.error:type_name -> raftor.v1.Error
-	24, // 9: raftor.v1.TransferLeaderResponse.error:type_name -> raftor.v1.Error
-	27, // 10: raftor.v1.TriggerSnapshotResponse.meta:type_name -> raftor.v1.SnapshotMeta
-	24, // 11: raftor.v1.TriggerSnapshotResponse.error:type_name -> raftor.v1.Error
-	1,  // 12: raftor.v1.PeerMetrics.mode:type_name -> raftor.v1.ReplicationMode
-	0,  // 13: raftor.v1.Metrics.role:type_name -> raftor.v1.Role
-	23, // 14: raftor.v1.Metrics.membership:type_name -> raftor.v1.Membership
-	19, // 15: raftor.v1.Metrics.peers:type_name -> raftor.v1.PeerMetrics
-	24, // 16: raftor.v1.Metrics.storage_error:type_name -> raftor.v1.Error
-	20, // 17: raftor.v1.MetricsResponse.metrics:type_name -> raftor.v1.Metrics
-	4,  // 18: raftor.v1.ForwardedRequest.write:type_name -> raftor.v1.ClientWriteRequest
-	6,  // 19: raftor.v1.ForwardedRequest.read_index:type_name -> raftor.v1.ReadIndexRequest
-	10, // 20: raftor.v1.ForwardedRequest.add_learner:type_name -> raftor.v1.AddLearnerRequest
-	11, // 21: raftor.v1.ForwardedRequest.change_membership:type_name -> raftor.v1.ChangeMembershipRequest
-	12, // 22: raftor.v1.ForwardedRequest.remove_learner:type_name -> raftor.v1.RemoveLearnerRequest
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	26, // 6: raftor.v1.ClientWriteResponse.request:type_name -> raftor.v1.RequestID
+	24, // 7: raftor.v1.ReadIndexResponse.error:type_name -> raftor.v1.Error
+	23, // 8: raftor.v1.MembershipChangeResponse.membership:type_name -> raftor.v1.Membership
+	24, // 9: raftor.v1.MembershipChangeResponse.error:type_name -> raftor.v1.Error
+	24, // 10: raftor.v1.TransferLeaderResponse.error:type_name -> raftor.v1.Error
+	27, // 11: raftor.v1.TriggerSnapshotResponse.meta:type_name -> raftor.v1.SnapshotMeta
+	24, // 12: raftor.v1.TriggerSnapshotResponse.error:type_name -> raftor.v1.Error
+	1,  // 13: raftor.v1.PeerMetrics.mode:type_name -> raftor.v1.ReplicationMode
+	0,  // 14: raftor.v1.Metrics.role:type_name -> raftor.v1.Role
+	23, // 15: raftor.v1.Metrics.membership:type_name -> raftor.v1.Membership
+	19, // 16: raftor.v1.Metrics.peers:type_name -> raftor.v1.PeerMetrics
+	24, // 17: raftor.v1.Metrics.storage_error:type_name -> raftor.v1.Error
+	20, // 18: raftor.v1.MetricsResponse.metrics:type_name -> raftor.v1.Metrics
+	4,  // 19: raftor.v1.ForwardedRequest.write:type_name -> raftor.v1.ClientWriteRequest
+	6,  // 20: raftor.v1.ForwardedRequest.read_index:type_name -> raftor.v1.ReadIndexRequest
+	10, // 21: raftor.v1.ForwardedRequest.add_learner:type_name -> raftor.v1.AddLearnerRequest
+	11, // 22: raftor.v1.ForwardedRequest.change_membership:type_name -> raftor.v1.ChangeMembershipRequest
+	12, // 23: raftor.v1.ForwardedRequest.remove_learner:type_name -> raftor.v1.RemoveLearnerRequest
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_client_proto_init() }

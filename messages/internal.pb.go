@@ -70,11 +70,16 @@ func (*Tick) Descriptor() ([]byte, []int) {
 // from that index is removed first (only uncommitted entries are ever
 // removed). Either part may be empty.
 type StorageAppend struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	HardState     *HardState             `protobuf:"bytes,3,opt,name=hard_state,json=hardState,proto3" json:"hard_state,omitempty"`
-	Entries       []*Entry               `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	GroupId   uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Seq       uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	HardState *HardState             `protobuf:"bytes,3,opt,name=hard_state,json=hardState,proto3" json:"hard_state,omitempty"`
+	Entries   []*Entry               `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	// snapshot, when set, is applied before entries: the stored snapshot
+	// snapshot.id (written earlier with StorageWriteSnapshotChunk) becomes the
+	// log's base. Entries up to snapshot.index are dropped, and every entry is
+	// dropped when the log does not hold (snapshot.index, snapshot.term).
+	Snapshot      *SnapshotMeta `protobuf:"bytes,5,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,6 +138,13 @@ func (x *StorageAppend) GetHardState() *HardState {
 func (x *StorageAppend) GetEntries() []*Entry {
 	if x != nil {
 		return x.Entries
+	}
+	return nil
+}
+
+func (x *StorageAppend) GetSnapshot() *SnapshotMeta {
+	if x != nil {
+		return x.Snapshot
 	}
 	return nil
 }
@@ -839,6 +851,365 @@ func (x *StorageSnapshotChunk) GetError() *Error {
 	return nil
 }
 
+// StorageWriteSnapshotChunk stores part of a snapshot body that a follower
+// receives from its leader. Chunks of one snapshot share meta.id and come
+// with increasing offsets; done marks the last one, on which storage
+// verifies meta.size and meta.checksum.
+type StorageWriteSnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Meta          *SnapshotMeta          `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	Offset        uint64                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	Done          bool                   `protobuf:"varint,6,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageWriteSnapshotChunk) Reset() {
+	*x = StorageWriteSnapshotChunk{}
+	mi := &file_internal_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageWriteSnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageWriteSnapshotChunk) ProtoMessage() {}
+
+func (x *StorageWriteSnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageWriteSnapshotChunk.ProtoReflect.Descriptor instead.
+func (*StorageWriteSnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StorageWriteSnapshotChunk) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *StorageWriteSnapshotChunk) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StorageWriteSnapshotChunk) GetMeta() *SnapshotMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *StorageWriteSnapshotChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *StorageWriteSnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *StorageWriteSnapshotChunk) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// StorageSnapshotChunkWritten answers StorageWriteSnapshotChunk. next_offset
+// is the offset storage expects next; done is set once the whole body is
+// durable and verified.
+type StorageSnapshotChunkWritten struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Meta          *SnapshotMeta          `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	NextOffset    uint64                 `protobuf:"varint,4,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	Done          bool                   `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	Error         *Error                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageSnapshotChunkWritten) Reset() {
+	*x = StorageSnapshotChunkWritten{}
+	mi := &file_internal_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageSnapshotChunkWritten) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageSnapshotChunkWritten) ProtoMessage() {}
+
+func (x *StorageSnapshotChunkWritten) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageSnapshotChunkWritten.ProtoReflect.Descriptor instead.
+func (*StorageSnapshotChunkWritten) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StorageSnapshotChunkWritten) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *StorageSnapshotChunkWritten) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StorageSnapshotChunkWritten) GetMeta() *SnapshotMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *StorageSnapshotChunkWritten) GetNextOffset() uint64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
+func (x *StorageSnapshotChunkWritten) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *StorageSnapshotChunkWritten) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// ReplicationStart tells the leader's actor layer to start a
+// ReplicationState (and its stream) for peer in term. It carries what the
+// ReplicationState needs to compute prev_log_term for any index it may send:
+// the leader's snapshot and the terms of its log.
+type ReplicationStart struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Term    uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	Peer    uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	Address string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// learner is informational: learners are replicated to like voters.
+	Learner   bool          `protobuf:"varint,4,opt,name=learner,proto3" json:"learner,omitempty"`
+	NextIndex uint64        `protobuf:"varint,5,opt,name=next_index,json=nextIndex,proto3" json:"next_index,omitempty"`
+	Commit    uint64        `protobuf:"varint,6,opt,name=commit,proto3" json:"commit,omitempty"`
+	Snapshot  *SnapshotMeta `protobuf:"bytes,7,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// first_index..last_index is the leader's log; term_runs its terms.
+	FirstIndex    uint64     `protobuf:"varint,8,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
+	LastIndex     uint64     `protobuf:"varint,9,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	TermRuns      []*TermRun `protobuf:"bytes,10,rep,name=term_runs,json=termRuns,proto3" json:"term_runs,omitempty"`
+	DurableIndex  uint64     `protobuf:"varint,11,opt,name=durable_index,json=durableIndex,proto3" json:"durable_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicationStart) Reset() {
+	*x = ReplicationStart{}
+	mi := &file_internal_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicationStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicationStart) ProtoMessage() {}
+
+func (x *ReplicationStart) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicationStart.ProtoReflect.Descriptor instead.
+func (*ReplicationStart) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReplicationStart) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ReplicationStart) GetPeer() uint64 {
+	if x != nil {
+		return x.Peer
+	}
+	return 0
+}
+
+func (x *ReplicationStart) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ReplicationStart) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+func (x *ReplicationStart) GetNextIndex() uint64 {
+	if x != nil {
+		return x.NextIndex
+	}
+	return 0
+}
+
+func (x *ReplicationStart) GetCommit() uint64 {
+	if x != nil {
+		return x.Commit
+	}
+	return 0
+}
+
+func (x *ReplicationStart) GetSnapshot() *SnapshotMeta {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *ReplicationStart) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
+func (x *ReplicationStart) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *ReplicationStart) GetTermRuns() []*TermRun {
+	if x != nil {
+		return x.TermRuns
+	}
+	return nil
+}
+
+func (x *ReplicationStart) GetDurableIndex() uint64 {
+	if x != nil {
+		return x.DurableIndex
+	}
+	return 0
+}
+
+// ReplicationStop stops the ReplicationState of peer started in term, or
+// every ReplicationState of term when peer is 0.
+type ReplicationStop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicationStop) Reset() {
+	*x = ReplicationStop{}
+	mi := &file_internal_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicationStop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicationStop) ProtoMessage() {}
+
+func (x *ReplicationStop) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicationStop.ProtoReflect.Descriptor instead.
+func (*ReplicationStop) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReplicationStop) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ReplicationStop) GetPeer() uint64 {
+	if x != nil {
+		return x.Peer
+	}
+	return 0
+}
+
 // ReplicationNotify tells a ReplicationState what changed on the leader: the
 // log grew (entries holds the new ones, for the stream's cache), the commit
 // index moved, or a heartbeat round started (heartbeat with read_seq).
@@ -853,14 +1224,18 @@ type ReplicationNotify struct {
 	ReadSeq   uint64                 `protobuf:"varint,7,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
 	// durable_index is the leader's own durable last index: a stream reads
 	// from storage only up to it and takes newer entries from its cache.
-	DurableIndex  uint64 `protobuf:"varint,8,opt,name=durable_index,json=durableIndex,proto3" json:"durable_index,omitempty"`
+	DurableIndex uint64 `protobuf:"varint,8,opt,name=durable_index,json=durableIndex,proto3" json:"durable_index,omitempty"`
+	// snapshot is the leader's latest snapshot and first_index its first log
+	// index: a peer that needs an index below first_index gets the snapshot.
+	Snapshot      *SnapshotMeta `protobuf:"bytes,9,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	FirstIndex    uint64        `protobuf:"varint,10,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicationNotify) Reset() {
 	*x = ReplicationNotify{}
-	mi := &file_internal_proto_msgTypes[12]
+	mi := &file_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1247,7 @@ func (x *ReplicationNotify) String() string {
 func (*ReplicationNotify) ProtoMessage() {}
 
 func (x *ReplicationNotify) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[12]
+	mi := &file_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1260,7 @@ func (x *ReplicationNotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationNotify.ProtoReflect.Descriptor instead.
 func (*ReplicationNotify) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{12}
+	return file_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReplicationNotify) GetTerm() uint64 {
@@ -944,6 +1319,20 @@ func (x *ReplicationNotify) GetDurableIndex() uint64 {
 	return 0
 }
 
+func (x *ReplicationNotify) GetSnapshot() *SnapshotMeta {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *ReplicationNotify) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
 // ReplicationReport tells RaftCore what a ReplicationState learned.
 type ReplicationReport struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -970,7 +1359,7 @@ type ReplicationReport struct {
 
 func (x *ReplicationReport) Reset() {
 	*x = ReplicationReport{}
-	mi := &file_internal_proto_msgTypes[13]
+	mi := &file_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1371,7 @@ func (x *ReplicationReport) String() string {
 func (*ReplicationReport) ProtoMessage() {}
 
 func (x *ReplicationReport) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[13]
+	mi := &file_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1384,7 @@ func (x *ReplicationReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationReport.ProtoReflect.Descriptor instead.
 func (*ReplicationReport) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{13}
+	return file_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReplicationReport) GetTerm() uint64 {
@@ -1101,7 +1490,7 @@ type StreamSend struct {
 
 func (x *StreamSend) Reset() {
 	*x = StreamSend{}
-	mi := &file_internal_proto_msgTypes[14]
+	mi := &file_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1502,7 @@ func (x *StreamSend) String() string {
 func (*StreamSend) ProtoMessage() {}
 
 func (x *StreamSend) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[14]
+	mi := &file_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1515,7 @@ func (x *StreamSend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSend.ProtoReflect.Descriptor instead.
 func (*StreamSend) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{14}
+	return file_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StreamSend) GetTerm() uint64 {
@@ -1204,7 +1593,7 @@ type StreamSendSnapshot struct {
 
 func (x *StreamSendSnapshot) Reset() {
 	*x = StreamSendSnapshot{}
-	mi := &file_internal_proto_msgTypes[15]
+	mi := &file_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1605,7 @@ func (x *StreamSendSnapshot) String() string {
 func (*StreamSendSnapshot) ProtoMessage() {}
 
 func (x *StreamSendSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[15]
+	mi := &file_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1618,7 @@ func (x *StreamSendSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSendSnapshot.ProtoReflect.Descriptor instead.
 func (*StreamSendSnapshot) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{15}
+	return file_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StreamSendSnapshot) GetTerm() uint64 {
@@ -1266,7 +1655,7 @@ type StreamFailure struct {
 
 func (x *StreamFailure) Reset() {
 	*x = StreamFailure{}
-	mi := &file_internal_proto_msgTypes[16]
+	mi := &file_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1667,7 @@ func (x *StreamFailure) String() string {
 func (*StreamFailure) ProtoMessage() {}
 
 func (x *StreamFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[16]
+	mi := &file_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1680,7 @@ func (x *StreamFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFailure.ProtoReflect.Descriptor instead.
 func (*StreamFailure) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{16}
+	return file_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StreamFailure) GetTerm() uint64 {
@@ -1335,7 +1724,7 @@ type ApplyWaiter struct {
 
 func (x *ApplyWaiter) Reset() {
 	*x = ApplyWaiter{}
-	mi := &file_internal_proto_msgTypes[17]
+	mi := &file_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1736,7 @@ func (x *ApplyWaiter) String() string {
 func (*ApplyWaiter) ProtoMessage() {}
 
 func (x *ApplyWaiter) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[17]
+	mi := &file_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1749,7 @@ func (x *ApplyWaiter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyWaiter.ProtoReflect.Descriptor instead.
 func (*ApplyWaiter) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{17}
+	return file_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyWaiter) GetIndex() uint64 {
@@ -1399,7 +1788,7 @@ type ApplyCommitted struct {
 
 func (x *ApplyCommitted) Reset() {
 	*x = ApplyCommitted{}
-	mi := &file_internal_proto_msgTypes[18]
+	mi := &file_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1800,7 @@ func (x *ApplyCommitted) String() string {
 func (*ApplyCommitted) ProtoMessage() {}
 
 func (x *ApplyCommitted) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[18]
+	mi := &file_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1813,7 @@ func (x *ApplyCommitted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyCommitted.ProtoReflect.Descriptor instead.
 func (*ApplyCommitted) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{18}
+	return file_internal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyCommitted) GetTerm() uint64 {
@@ -1467,7 +1856,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_internal_proto_msgTypes[19]
+	mi := &file_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1868,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[19]
+	mi := &file_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1881,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{19}
+	return file_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyResult) GetAppliedIndex() uint64 {
@@ -1527,7 +1916,7 @@ type BuildSnapshot struct {
 
 func (x *BuildSnapshot) Reset() {
 	*x = BuildSnapshot{}
-	mi := &file_internal_proto_msgTypes[20]
+	mi := &file_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1928,7 @@ func (x *BuildSnapshot) String() string {
 func (*BuildSnapshot) ProtoMessage() {}
 
 func (x *BuildSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[20]
+	mi := &file_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1941,7 @@ func (x *BuildSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildSnapshot.ProtoReflect.Descriptor instead.
 func (*BuildSnapshot) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{20}
+	return file_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BuildSnapshot) GetSeq() uint64 {
@@ -1573,7 +1962,7 @@ type SnapshotBuilt struct {
 
 func (x *SnapshotBuilt) Reset() {
 	*x = SnapshotBuilt{}
-	mi := &file_internal_proto_msgTypes[21]
+	mi := &file_internal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1974,7 @@ func (x *SnapshotBuilt) String() string {
 func (*SnapshotBuilt) ProtoMessage() {}
 
 func (x *SnapshotBuilt) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[21]
+	mi := &file_internal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1987,7 @@ func (x *SnapshotBuilt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotBuilt.ProtoReflect.Descriptor instead.
 func (*SnapshotBuilt) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{21}
+	return file_internal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SnapshotBuilt) GetSeq() uint64 {
@@ -1634,7 +2023,7 @@ type RestoreSnapshot struct {
 
 func (x *RestoreSnapshot) Reset() {
 	*x = RestoreSnapshot{}
-	mi := &file_internal_proto_msgTypes[22]
+	mi := &file_internal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +2035,7 @@ func (x *RestoreSnapshot) String() string {
 func (*RestoreSnapshot) ProtoMessage() {}
 
 func (x *RestoreSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[22]
+	mi := &file_internal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +2048,7 @@ func (x *RestoreSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshot.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshot) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{22}
+	return file_internal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RestoreSnapshot) GetSeq() uint64 {
@@ -1687,7 +2076,7 @@ type SnapshotRestored struct {
 
 func (x *SnapshotRestored) Reset() {
 	*x = SnapshotRestored{}
-	mi := &file_internal_proto_msgTypes[23]
+	mi := &file_internal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2088,7 @@ func (x *SnapshotRestored) String() string {
 func (*SnapshotRestored) ProtoMessage() {}
 
 func (x *SnapshotRestored) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[23]
+	mi := &file_internal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2101,7 @@ func (x *SnapshotRestored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestored.ProtoReflect.Descriptor instead.
 func (*SnapshotRestored) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{23}
+	return file_internal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SnapshotRestored) GetSeq() uint64 {
@@ -1741,13 +2130,14 @@ var File_internal_proto protoreflect.FileDescriptor
 const file_internal_proto_rawDesc = "" +
 	"\n" +
 	"\x0einternal.proto\x12\traftor.v1\x1a\ferrors.proto\x1a\tlog.proto\x1a\fclient.proto\"\x06\n" +
-	"\x04Tick\"\x9d\x01\n" +
+	"\x04Tick\"\xd2\x01\n" +
 	"\rStorageAppend\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x123\n" +
 	"\n" +
 	"hard_state\x18\x03 \x01(\v2\x14.raftor.v1.HardStateR\thardState\x12*\n" +
-	"\aentries\x18\x04 \x03(\v2\x10.raftor.v1.EntryR\aentries\"\x89\x01\n" +
+	"\aentries\x18\x04 \x03(\v2\x10.raftor.v1.EntryR\aentries\x123\n" +
+	"\bsnapshot\x18\x05 \x01(\v2\x17.raftor.v1.SnapshotMetaR\bsnapshot\"\x89\x01\n" +
 	"\x13StorageAppendResult\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
@@ -1804,7 +2194,41 @@ const file_internal_proto_rawDesc = "" +
 	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12\x12\n" +
 	"\x04done\x18\x06 \x01(\bR\x04done\x12&\n" +
-	"\x05error\x18\a \x01(\v2\x10.raftor.v1.ErrorR\x05error\"\x85\x02\n" +
+	"\x05error\x18\a \x01(\v2\x10.raftor.v1.ErrorR\x05error\"\xb5\x01\n" +
+	"\x19StorageWriteSnapshotChunk\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12+\n" +
+	"\x04meta\x18\x03 \x01(\v2\x17.raftor.v1.SnapshotMetaR\x04meta\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\x12\x12\n" +
+	"\x04done\x18\x06 \x01(\bR\x04done\"\xd4\x01\n" +
+	"\x1bStorageSnapshotChunkWritten\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12+\n" +
+	"\x04meta\x18\x03 \x01(\v2\x17.raftor.v1.SnapshotMetaR\x04meta\x12\x1f\n" +
+	"\vnext_offset\x18\x04 \x01(\x04R\n" +
+	"nextOffset\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x12&\n" +
+	"\x05error\x18\x06 \x01(\v2\x10.raftor.v1.ErrorR\x05error\"\xf0\x02\n" +
+	"\x10ReplicationStart\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x18\n" +
+	"\alearner\x18\x04 \x01(\bR\alearner\x12\x1d\n" +
+	"\n" +
+	"next_index\x18\x05 \x01(\x04R\tnextIndex\x12\x16\n" +
+	"\x06commit\x18\x06 \x01(\x04R\x06commit\x123\n" +
+	"\bsnapshot\x18\a \x01(\v2\x17.raftor.v1.SnapshotMetaR\bsnapshot\x12\x1f\n" +
+	"\vfirst_index\x18\b \x01(\x04R\n" +
+	"firstIndex\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\t \x01(\x04R\tlastIndex\x12/\n" +
+	"\tterm_runs\x18\n" +
+	" \x03(\v2\x12.raftor.v1.TermRunR\btermRuns\x12#\n" +
+	"\rdurable_index\x18\v \x01(\x04R\fdurableIndex\"9\n" +
+	"\x0fReplicationStop\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\x04R\x04peer\"\xdb\x02\n" +
 	"\x11ReplicationNotify\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x1d\n" +
 	"\n" +
@@ -1814,7 +2238,11 @@ const file_internal_proto_rawDesc = "" +
 	"\aentries\x18\x05 \x03(\v2\x10.raftor.v1.EntryR\aentries\x12\x1c\n" +
 	"\theartbeat\x18\x06 \x01(\bR\theartbeat\x12\x19\n" +
 	"\bread_seq\x18\a \x01(\x04R\areadSeq\x12#\n" +
-	"\rdurable_index\x18\b \x01(\x04R\fdurableIndex\"\x94\x03\n" +
+	"\rdurable_index\x18\b \x01(\x04R\fdurableIndex\x123\n" +
+	"\bsnapshot\x18\t \x01(\v2\x17.raftor.v1.SnapshotMetaR\bsnapshot\x12\x1f\n" +
+	"\vfirst_index\x18\n" +
+	" \x01(\x04R\n" +
+	"firstIndex\"\x94\x03\n" +
 	"\x11ReplicationReport\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12\x1f\n" +
@@ -1891,74 +2319,85 @@ func file_internal_proto_rawDescGZIP() []byte {
 	return file_internal_proto_rawDescData
 }
 
-var file_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_internal_proto_goTypes = []any{
-	(*Tick)(nil),                     // 0: raftor.v1.Tick
-	(*StorageAppend)(nil),            // 1: raftor.v1.StorageAppend
-	(*StorageAppendResult)(nil),      // 2: raftor.v1.StorageAppendResult
-	(*StorageLoad)(nil),              // 3: raftor.v1.StorageLoad
-	(*InitialState)(nil),             // 4: raftor.v1.InitialState
-	(*StorageLoadResult)(nil),        // 5: raftor.v1.StorageLoadResult
-	(*StorageReadEntries)(nil),       // 6: raftor.v1.StorageReadEntries
-	(*StorageEntries)(nil),           // 7: raftor.v1.StorageEntries
-	(*StoragePurge)(nil),             // 8: raftor.v1.StoragePurge
-	(*StoragePurgeResult)(nil),       // 9: raftor.v1.StoragePurgeResult
-	(*StorageReadSnapshotChunk)(nil), // 10: raftor.v1.StorageReadSnapshotChunk
-	(*StorageSnapshotChunk)(nil),     // 11: raftor.v1.StorageSnapshotChunk
-	(*ReplicationNotify)(nil),        // 12: raftor.v1.ReplicationNotify
-	(*ReplicationReport)(nil),        // 13: raftor.v1.ReplicationReport
-	(*StreamSend)(nil),               // 14: raftor.v1.StreamSend
-	(*StreamSendSnapshot)(nil),       // 15: raftor.v1.StreamSendSnapshot
-	(*StreamFailure)(nil),            // 16: raftor.v1.StreamFailure
-	(*ApplyWaiter)(nil),              // 17: raftor.v1.ApplyWaiter
-	(*ApplyCommitted)(nil),           // 18: raftor.v1.ApplyCommitted
-	(*ApplyResult)(nil),              // 19: raftor.v1.ApplyResult
-	(*BuildSnapshot)(nil),            // 20: raftor.v1.BuildSnapshot
-	(*SnapshotBuilt)(nil),            // 21: raftor.v1.SnapshotBuilt
-	(*RestoreSnapshot)(nil),          // 22: raftor.v1.RestoreSnapshot
-	(*SnapshotRestored)(nil),         // 23: raftor.v1.SnapshotRestored
-	(*HardState)(nil),                // 24: raftor.v1.HardState
-	(*Entry)(nil),                    // 25: raftor.v1.Entry
-	(*Error)(nil),                    // 26: raftor.v1.Error
-	(*NodeIdentity)(nil),             // 27: raftor.v1.NodeIdentity
-	(*SnapshotMeta)(nil),             // 28: raftor.v1.SnapshotMeta
-	(*TermRun)(nil),                  // 29: raftor.v1.TermRun
-	(*MembershipEntry)(nil),          // 30: raftor.v1.MembershipEntry
-	(ReplicationMode)(0),             // 31: raftor.v1.ReplicationMode
+	(*Tick)(nil),                        // 0: raftor.v1.Tick
+	(*StorageAppend)(nil),               // 1: raftor.v1.StorageAppend
+	(*StorageAppendResult)(nil),         // 2: raftor.v1.StorageAppendResult
+	(*StorageLoad)(nil),                 // 3: raftor.v1.StorageLoad
+	(*InitialState)(nil),                // 4: raftor.v1.InitialState
+	(*StorageLoadResult)(nil),           // 5: raftor.v1.StorageLoadResult
+	(*StorageReadEntries)(nil),          // 6: raftor.v1.StorageReadEntries
+	(*StorageEntries)(nil),              // 7: raftor.v1.StorageEntries
+	(*StoragePurge)(nil),                // 8: raftor.v1.StoragePurge
+	(*StoragePurgeResult)(nil),          // 9: raftor.v1.StoragePurgeResult
+	(*StorageReadSnapshotChunk)(nil),    // 10: raftor.v1.StorageReadSnapshotChunk
+	(*StorageSnapshotChunk)(nil),        // 11: raftor.v1.StorageSnapshotChunk
+	(*StorageWriteSnapshotChunk)(nil),   // 12: raftor.v1.StorageWriteSnapshotChunk
+	(*StorageSnapshotChunkWritten)(nil), // 13: raftor.v1.StorageSnapshotChunkWritten
+	(*ReplicationStart)(nil),            // 14: raftor.v1.ReplicationStart
+	(*ReplicationStop)(nil),             // 15: raftor.v1.ReplicationStop
+	(*ReplicationNotify)(nil),           // 16: raftor.v1.ReplicationNotify
+	(*ReplicationReport)(nil),           // 17: raftor.v1.ReplicationReport
+	(*StreamSend)(nil),                  // 18: raftor.v1.StreamSend
+	(*StreamSendSnapshot)(nil),          // 19: raftor.v1.StreamSendSnapshot
+	(*StreamFailure)(nil),               // 20: raftor.v1.StreamFailure
+	(*ApplyWaiter)(nil),                 // 21: raftor.v1.ApplyWaiter
+	(*ApplyCommitted)(nil),              // 22: raftor.v1.ApplyCommitted
+	(*ApplyResult)(nil),                 // 23: raftor.v1.ApplyResult
+	(*BuildSnapshot)(nil),               // 24: raftor.v1.BuildSnapshot
+	(*SnapshotBuilt)(nil),               // 25: raftor.v1.SnapshotBuilt
+	(*RestoreSnapshot)(nil),             // 26: raftor.v1.RestoreSnapshot
+	(*SnapshotRestored)(nil),            // 27: raftor.v1.SnapshotRestored
+	(*HardState)(nil),                   // 28: raftor.v1.HardState
+	(*Entry)(nil),                       // 29: raftor.v1.Entry
+	(*SnapshotMeta)(nil),                // 30: raftor.v1.SnapshotMeta
+	(*Error)(nil),                       // 31: raftor.v1.Error
+	(*NodeIdentity)(nil),                // 32: raftor.v1.NodeIdentity
+	(*TermRun)(nil),                     // 33: raftor.v1.TermRun
+	(*MembershipEntry)(nil),             // 34: raftor.v1.MembershipEntry
+	(ReplicationMode)(0),                // 35: raftor.v1.ReplicationMode
 }
 var file_internal_proto_depIdxs = []int32{
-	24, // 0: raftor.v1.StorageAppend.hard_state:type_name -> raftor.v1.HardState
-	25, // 1: raftor.v1.StorageAppend.entries:type_name -> raftor.v1.Entry
-	26, // 2: raftor.v1.StorageAppendResult.error:type_name -> raftor.v1.Error
-	27, // 3: raftor.v1.InitialState.identity:type_name -> raftor.v1.NodeIdentity
-	24, // 4: raftor.v1.InitialState.hard_state:type_name -> raftor.v1.HardState
-	28, // 5: raftor.v1.InitialState.snapshot:type_name -> raftor.v1.SnapshotMeta
-	29, // 6: raftor.v1.InitialState.term_runs:type_name -> raftor.v1.TermRun
-	30, // 7: raftor.v1.InitialState.memberships:type_name -> raftor.v1.MembershipEntry
-	4,  // 8: raftor.v1.StorageLoadResult.state:type_name -> raftor.v1.InitialState
-	26, // 9: raftor.v1.StorageLoadResult.error:type_name -> raftor.v1.Error
-	25, // 10: raftor.v1.StorageEntries.entries:type_name -> raftor.v1.Entry
-	26, // 11: raftor.v1.StorageEntries.error:type_name -> raftor.v1.Error
-	26, // 12: raftor.v1.StoragePurgeResult.error:type_name -> raftor.v1.Error
-	28, // 13: raftor.v1.StorageSnapshotChunk.meta:type_name -> raftor.v1.SnapshotMeta
-	26, // 14: raftor.v1.StorageSnapshotChunk.error:type_name -> raftor.v1.Error
-	25, // 15: raftor.v1.ReplicationNotify.entries:type_name -> raftor.v1.Entry
-	31, // 16: raftor.v1.ReplicationReport.mode:type_name -> raftor.v1.ReplicationMode
-	28, // 17: raftor.v1.StreamSendSnapshot.meta:type_name -> raftor.v1.SnapshotMeta
-	26, // 18: raftor.v1.StreamFailure.error:type_name -> raftor.v1.Error
-	25, // 19: raftor.v1.ApplyCommitted.entries:type_name -> raftor.v1.Entry
-	17, // 20: raftor.v1.ApplyCommitted.waiters:type_name -> raftor.v1.ApplyWaiter
-	26, // 21: raftor.v1.ApplyResult.error:type_name -> raftor.v1.Error
-	28, // 22: raftor.v1.SnapshotBuilt.meta:type_name -> raftor.v1.SnapshotMeta
-	26, // 23: raftor.v1.SnapshotBuilt.error:type_name -> raftor.v1.Error
-	28, // 24: raftor.v1.RestoreSnapshot.meta:type_name -> raftor.v1.SnapshotMeta
-	28, // 25: raftor.v1.SnapshotRestored.meta:type_name -> raftor.v1.SnapshotMeta
-	26, // 26: raftor.v1.SnapshotRestored.error:type_name -> raftor.v1.Error
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	28, // 0: raftor.v1.StorageAppend.hard_state:type_name -> raftor.v1.HardState
+	29, // 1: raftor.v1.StorageAppend.entries:type_name -> raftor.v1.Entry
+	30, // 2: raftor.v1.StorageAppend.snapshot:type_name -> raftor.v1.SnapshotMeta
+	31, // 3: raftor.v1.StorageAppendResult.error:type_name -> raftor.v1.Error
+	32, // 4: raftor.v1.InitialState.identity:type_name -> raftor.v1.NodeIdentity
+	28, // 5: raftor.v1.InitialState.hard_state:type_name -> raftor.v1.HardState
+	30, // 6: raftor.v1.InitialState.snapshot:type_name -> raftor.v1.SnapshotMeta
+	33, // 7: raftor.v1.InitialState.term_runs:type_name -> raftor.v1.TermRun
+	34, // 8: raftor.v1.InitialState.memberships:type_name -> raftor.v1.MembershipEntry
+	4,  // 9: raftor.v1.StorageLoadResult.state:type_name -> raftor.v1.InitialState
+	31, // 10: raftor.v1.StorageLoadResult.error:type_name -> raftor.v1.Error
+	29, // 11: raftor.v1.StorageEntries.entries:type_name -> raftor.v1.Entry
+	31, // 12: raftor.v1.StorageEntries.error:type_name -> raftor.v1.Error
+	31, // 13: raftor.v1.StoragePurgeResult.error:type_name -> raftor.v1.Error
+	30, // 14: raftor.v1.StorageSnapshotChunk.meta:type_name -> raftor.v1.SnapshotMeta
+	31, // 15: raftor.v1.StorageSnapshotChunk.error:type_name -> raftor.v1.Error
+	30, // 16: raftor.v1.StorageWriteSnapshotChunk.meta:type_name -> raftor.v1.SnapshotMeta
+	30, // 17: raftor.v1.StorageSnapshotChunkWritten.meta:type_name -> raftor.v1.SnapshotMeta
+	31, // 18: raftor.v1.StorageSnapshotChunkWritten.error:type_name -> raftor.v1.Error
+	30, // 19: raftor.v1.ReplicationStart.snapshot:type_name -> raftor.v1.SnapshotMeta
+	33, // 20: raftor.v1.ReplicationStart.term_runs:type_name -> raftor.v1.TermRun
+	29, // 21: raftor.v1.ReplicationNotify.entries:type_name -> raftor.v1.Entry
+	30, // 22: raftor.v1.ReplicationNotify.snapshot:type_name -> raftor.v1.SnapshotMeta
+	35, // 23: raftor.v1.ReplicationReport.mode:type_name -> raftor.v1.ReplicationMode
+	30, // 24: raftor.v1.StreamSendSnapshot.meta:type_name -> raftor.v1.SnapshotMeta
+	31, // 25: raftor.v1.StreamFailure.error:type_name -> raftor.v1.Error
+	29, // 26: raftor.v1.ApplyCommitted.entries:type_name -> raftor.v1.Entry
+	21, // 27: raftor.v1.ApplyCommitted.waiters:type_name -> raftor.v1.ApplyWaiter
+	31, // 28: raftor.v1.ApplyResult.error:type_name -> raftor.v1.Error
+	30, // 29: raftor.v1.SnapshotBuilt.meta:type_name -> raftor.v1.SnapshotMeta
+	31, // 30: raftor.v1.SnapshotBuilt.error:type_name -> raftor.v1.Error
+	30, // 31: raftor.v1.RestoreSnapshot.meta:type_name -> raftor.v1.SnapshotMeta
+	30, // 32: raftor.v1.SnapshotRestored.meta:type_name -> raftor.v1.SnapshotMeta
+	31, // 33: raftor.v1.SnapshotRestored.error:type_name -> raftor.v1.Error
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_internal_proto_init() }
@@ -1975,7 +2414,7 @@ func file_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_proto_rawDesc), len(file_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
