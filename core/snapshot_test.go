@@ -1,0 +1,100 @@
+package core
+
+import (
+	"testing"
+
+	"github.com/raftor/raftor/messages"
+)
+
+func snapMeta(id string, index, term uint64) *messages.SnapshotMeta {
+	return &messages.SnapshotMeta{Id: id, Index: index, Term: term, Size: 1,
+		Membership: &messages.Membership{Voters: []uint64{1, 2, 3}}, MembershipIndex: 1}
+}
+
+// installs steps a one-chunk snapshot from leader 2 in term 2 through the
+// storage write.
+func (tc *testCore) install(meta *messages.SnapshotMeta) {
+	tc.t.Helper()
+	tc.mustStep(&messages.InstallSnapshotRequest{Header: hdr(2, 1, 2), Meta: meta, Data: []byte("x"), Done: true, Seq: meta.Index})
+	tc.mustStep(&messages.StorageSnapshotChunkWritten{GroupId: 1, Seq: meta.Index, Meta: meta, NextOffset: 1, Done: true})
+}
+
+// A follower installs a snapshot: the log's base moves (the whole log goes
+// when it conflicts), the state machine is restored only once the new base
+// is durable, and the leader hears "done" only after the restore.
+func TestInstallSnapshot(t *testing.T) {
+	tests := []struct {
+		name     string
+		terms    []uint64
+		wantLast uint64
+	}{
+		{"log holds the snapshot's entry: suffix kept", []uint64{1, 2, 2, 2, 2, 2, 2}, 7},
+		{"log conflicts at the snapshot's index: all dropped", []uint64{1, 1, 1, 1, 1, 1, 1}, 5},
+		{"log shorter than the snapshot", []uint64{1, 2}, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCore(t, 1, three, withTerms(tt.terms...), withHardState(2, 0, 1))
+			c.hold = true
+			c.install(snapMeta("s5", 5, 2))
+			rd := c.take()
+			if len(restores(rd)) != 0 || len(sentOf[*messages.InstallSnapshotResponse](rd)) != 0 {
+				t.Fatalf("restored or answered before the new base was durable: %v %v", rd.Apply, rd.Send)
+			}
+			if len(rd.Persist) != 1 || rd.Persist[0].Snapshot.GetId() != "s5" {
+				t.Fatalf("persist %v", rd.Persist)
+			}
+			c.ack(rd.Persist[0])
+			rd = c.take()
+			rs5 := restores(rd)
+			if len(rs5) != 1 || rs5[0].Meta.GetId() != "s5" {
+				t.Fatalf("apply %v", rd.Apply)
+			}
+			c.mustStep(&messages.SnapshotRestored{Seq: rs5[0].Seq, Meta: snapMeta("s5", 5, 2)})
+			rs := sentOf[*messages.InstallSnapshotResponse](c.take())
+			if len(rs) != 1 || !rs[0].Done {
+				t.Fatalf("answer %v", rs)
+			}
+			st := c.Status()
+			if st.SnapshotIndex != 5 || st.Commit < 5 || st.Applied != 5 || st.LastIndex != tt.wantLast || st.FirstIndex != 6 {
+				t.Fatalf("status %+v", st)
+			}
+		})
+	}
+}
+
+// Two installs may overlap while the first waits for its fsync; both
+// restores are accepted in order and the node ends on the newer snapshot.
+func TestOverlappingInstalls(t *testing.T) {
+	c := newTestCore(t, 1, three, withHardState(2, 0, 1))
+	c.hold = true
+	c.install(snapMeta("a", 5, 2))
+	c.install(snapMeta("b", 8, 2))
+	rd := c.take()
+	for _, ap := range rd.Persist {
+		c.ack(ap)
+	}
+	rd = c.take()
+	if len(restores(rd)) != 2 {
+		t.Fatalf("apply %v", rd.Apply)
+	}
+	for _, r := range restores(rd) {
+		c.mustStep(&messages.SnapshotRestored{Seq: r.Seq, Meta: r.Meta})
+	}
+	if st := c.Status(); st.SnapshotIndex != 8 || st.Applied != 8 || st.LastIndex != 8 {
+		t.Fatalf("status %+v", st)
+	}
+	if err := c.step(&messages.SnapshotRestored{Seq: 9, Meta: snapMeta("c", 9, 2)}); err == nil {
+		t.Fatal("restore of a snapshot never asked for accepted")
+	}
+}
+
+func restores(rd Ready) []*messages.RestoreSnapshot {
+	var out []*messages.RestoreSnapshot
+	for _, a := range rd.Apply {
+		if r, ok := a.(*messages.RestoreSnapshot); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
