@@ -699,8 +699,8 @@ func (x *AddLearnerRequest) GetTimeoutMs() uint64 {
 	return 0
 }
 
-// ChangeMembershipRequest sets the voters to exactly voters, through a joint
-// configuration when more than one voter changes. New voters must be
+// ChangeMembershipRequest sets the voters to exactly voters, always through
+// a joint configuration (C_old,new, then C_new once it commits). New voters must be
 // learners already. Voters that are removed leave the cluster unless
 // retain_as_learners is set.
 type ChangeMembershipRequest struct {
