@@ -2,7 +2,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: all build test vet fmt-check proto proto-check bench sim sim-soak run clean
+.PHONY: all build test vet fmt-check proto proto-check bench bench-run bench-peers sim run clean
 
 all: build
 
@@ -38,6 +38,14 @@ proto-check:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 $(PKGS)
+
+# The benchmark program: Raftor and its peers side by side (docs/benchmarks.md).
+bench-run:
+	$(GO) run ./examples/bench
+
+# The peers' drivers live in a nested module that CI does not build.
+bench-peers:
+	cd examples/bench/peers && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # The deterministic simulator: a few hundred seeds (SEEDS=N for more).
 SEEDS ?= 300

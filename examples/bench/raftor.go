@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/raftor/raftor/actors"
+	"github.com/raftor/raftor/messages"
+	"github.com/raftor/raftor/remote"
+	"github.com/raftor/raftor/store"
+)
+
+// raftorCluster runs three Raftor nodes in this process.
+//
+// durable: one actor system per node, joined by protoactor remote on
+// loopback (remote.Start), each node's log in its own Pebble store
+// (store.OpenPebble: entries and hard state in one synced batch per storage
+// write, which RaftCore waits for before it counts or acknowledges them).
+//
+// minimal: one actor system, the three nodes' RaftCores reaching each other
+// in-process by name, logs in store.MemStore.
+//
+// A write is Node.ClientWrite on the leader: it returns once the entry is
+// committed and applied to the leader's state machine.
+type raftorCluster struct {
+	durable bool
+	nodes   []*actors.Node
+	systems []*actor.ActorSystem
+	remotes []*remote.Remote
+	stores  []store.Store
+	syncs   atomic.Int64
+	synced  atomic.Int64
+}
+
+const raftorClusterID = "bench"
+
+func quietSystem() *actor.ActorSystem {
+	return actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+}
+
+func startRaftor(ctx context.Context, mode, dir string) (*raftorCluster, error) {
+	c := &raftorCluster{durable: mode == "durable"}
+	const n = 3
+	members := &messages.Membership{Addresses: map[uint64]string{}}
+	var shared *actor.ActorSystem
+	systemOf := make([]*actor.ActorSystem, n)
+	for i := range n {
+		id := uint64(i + 1)
+		members.Voters = append(members.Voters, id)
+		if !c.durable {
+			if shared == nil {
+				shared = quietSystem()
+				c.systems = append(c.systems, shared)
+			}
+			systemOf[i] = shared
+			continue
+		}
+		sys := quietSystem()
+		c.systems = append(c.systems, sys)
+		systemOf[i] = sys
+		rem, err := remote.Start(sys, remote.Config{Address: "127.0.0.1:0"})
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.remotes = append(c.remotes, rem)
+		members.Addresses[id] = rem.Address()
+	}
+	for i := range n {
+		id := uint64(i + 1)
+		opts := store.Options{ClusterID: raftorClusterID, NodeID: id}
+		var (
+			st  store.Store
+			err error
+		)
+		if c.durable {
+			st, err = store.OpenPebble(filepath.Join(dir, fmt.Sprintf("raftor-%d", id)), store.PebbleOptions{
+				Options: opts, Logger: slog.New(slog.DiscardHandler)})
+		} else {
+			st, err = store.NewMemStore(opts)
+		}
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.stores = append(c.stores, st)
+		node, err := actors.Start(systemOf[i], actors.Config{
+			ClusterID: raftorClusterID,
+			NodeID:    id,
+			Address:   members.Addresses[id],
+			// The same timing as the etcd driver: 10ms ticks, elections
+			// after 200-400ms, heartbeats every 20ms.
+			TickInterval:   10 * time.Millisecond,
+			ElectionTicks:  20,
+			HeartbeatTicks: 2,
+		}, &countingSM{}, &countingStore{Store: st, syncs: &c.syncs, entries: &c.synced})
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.nodes = append(c.nodes, node)
+	}
+	if !c.durable {
+		members.Addresses = nil
+	}
+	ictx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := c.nodes[0].Initialize(ictx, members); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("initialize: %w", err)
+	}
+	for c.leader() == nil {
+		if ictx.Err() != nil {
+			c.Close()
+			return nil, errors.New("no leader elected within 20s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return c, nil
+}
+
+func (c *raftorCluster) leader() *actors.Node {
+	for _, n := range c.nodes {
+		if n.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+func (c *raftorCluster) Write(ctx context.Context, _ int, payload []byte) error {
+	n := c.leader()
+	if n == nil {
+		n = c.nodes[0] // forwards to the leader once there is one
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := n.ClientWrite(ctx, payload)
+	return err
+}
+
+func (c *raftorCluster) Counters() (int64, int64, bool) {
+	return c.syncs.Load(), c.synced.Load(), c.durable
+}
+
+func (c *raftorCluster) Close() error {
+	for _, n := range c.nodes {
+		n.Stop()
+	}
+	for _, r := range c.remotes {
+		r.Shutdown()
+	}
+	for _, s := range c.systems {
+		s.Shutdown()
+	}
+	for _, st := range c.stores {
+		st.Close()
+	}
+	return nil
+}
+
+// countingStore counts the storage writes that reach the log store: each
+// Append is one write and one sync (store.LogStore's contract).
+type countingStore struct {
+	store.Store
+	syncs, entries *atomic.Int64
+}
+
+func (s *countingStore) Append(reqs []*messages.StorageAppend) ([]*messages.StorageAppendResult, error) {
+	res, err := s.Store.Append(reqs)
+	if err == nil {
+		s.syncs.Add(1)
+		for _, r := range reqs {
+			s.entries.Add(int64(len(r.GetEntries())))
+		}
+	}
+	return res, err
+}
+
+// countingSM is the benchmark's state machine, the same for every system: it
+// counts the entries it applies and keeps nothing else, so the figures
+// compare the consensus path, not a storage engine under the state machine.
+type countingSM struct {
+	mu          sync.Mutex
+	index, term uint64
+	applied     uint64
+}
+
+func (s *countingSM) Apply(entries []*messages.Entry) ([]store.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]store.Result, len(entries))
+	for i, e := range entries {
+		if e.GetIndex() <= s.index {
+			out[i].Skipped = true
+			continue
+		}
+		s.index, s.term = e.GetIndex(), e.GetTerm()
+		s.applied++
+	}
+	return out, nil
+}
+
+func (s *countingSM) Snapshot() (store.StateSnapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return emptySnapshot{s.index, s.term}, nil
+}
+
+func (s *countingSM) Restore(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+func (s *countingSM) LastApplied() (uint64, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.index, s.term
+}
+
+type emptySnapshot struct{ index, term uint64 }
+
+func (e emptySnapshot) Index() uint64                    { return e.index }
+func (e emptySnapshot) Term() uint64                     { return e.term }
+func (e emptySnapshot) WriteTo(io.Writer) (int64, error) { return 0, nil }
+func (e emptySnapshot) Close() error                     { return nil }

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/raftor/raftor/examples/bench/internal/load"
+)
+
+// workerMain is a child process: it reads a load.Spec (or, for the floor,
+// floorSpec) from stdin and writes JSON results to stdout.
+func workerMain(role string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	switch role {
+	case "floor":
+		var fs floorSpec
+		if err := json.NewDecoder(stdin).Decode(&fs); err != nil {
+			fmt.Fprintf(stderr, "floor: reading the spec: %v\n", err)
+			return 2
+		}
+		f, err := measureFloor(ctx, fs)
+		if err != nil {
+			fmt.Fprintf(stderr, "floor: %v\n", err)
+			return 1
+		}
+		if err := json.NewEncoder(stdout).Encode(f); err != nil {
+			return 1
+		}
+		return 0
+	case "raftor":
+		var s load.Spec
+		if err := json.NewDecoder(stdin).Decode(&s); err != nil {
+			fmt.Fprintf(stderr, "raftor worker: reading the spec: %v\n", err)
+			return 2
+		}
+		c, err := startRaftor(ctx, s.Mode, s.Dir)
+		if err != nil {
+			fmt.Fprintf(stderr, "raftor %s: %v\n", s.Mode, err)
+			return 1
+		}
+		err = load.Execute(ctx, s, c, stdout)
+		done := make(chan struct{})
+		go func() { c.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "raftor %s: %v\n", s.Mode, err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "bench: unknown worker role %q\n", role)
+	return 2
+}
