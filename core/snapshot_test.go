@@ -98,3 +98,32 @@ func restores(rd Ready) []*messages.RestoreSnapshot {
 	}
 	return out
 }
+
+// A store names a received snapshot itself (it never takes a file name from
+// the network). The follower must make the stored snapshot its log's base
+// and restore from it, and still answer the leader under the leader's ID.
+func TestInstallSnapshotStoredUnderLocalID(t *testing.T) {
+	c := newTestCore(t, 1, three, withTerms(1, 2), withHardState(2, 0, 1))
+	c.hold = true
+	leaderMeta := snapMeta("leader-5", 5, 2)
+	localMeta := snapMeta("local-17", 5, 2)
+	c.mustStep(&messages.InstallSnapshotRequest{Header: hdr(2, 1, 2), Meta: leaderMeta, Data: []byte("x"), Done: true, Seq: 5})
+	c.mustStep(&messages.StorageSnapshotChunkWritten{GroupId: 1, Seq: 5, Meta: localMeta, NextOffset: 1, Done: true})
+	rd := c.take()
+	if len(rd.Persist) != 1 || rd.Persist[0].Snapshot.GetId() != "local-17" {
+		t.Fatalf("the log's base must be the stored snapshot: persist %v", rd.Persist)
+	}
+	c.ack(rd.Persist[0])
+	rs := restores(c.take())
+	if len(rs) != 1 || rs[0].Meta.GetId() != "local-17" {
+		t.Fatalf("restore must open the stored snapshot: %v", rs)
+	}
+	c.mustStep(&messages.SnapshotRestored{Seq: rs[0].Seq, Meta: localMeta})
+	ans := sentOf[*messages.InstallSnapshotResponse](c.take())
+	if len(ans) != 1 || !ans[0].Done || ans[0].SnapshotId != "leader-5" {
+		t.Fatalf("the leader must hear done for its own snapshot ID: %v", ans)
+	}
+	if st := c.Status(); st.SnapshotIndex != 5 || st.Applied != 5 {
+		t.Fatalf("status %+v", st)
+	}
+}

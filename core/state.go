@@ -156,8 +156,12 @@ type heldItem struct {
 type installState struct {
 	leader uint64
 	term   uint64
-	meta   *messages.SnapshotMeta
-	seq    uint64 // seq of the leader's last InstallSnapshotRequest
+	meta   *messages.SnapshotMeta // as the leader sent it
+	// local is the meta storage recorded once the body was durable. Its ID
+	// is the receiving store's own (a store never takes a file name from the
+	// network), so it is what the log's base and the restore refer to.
+	local *messages.SnapshotMeta
+	seq   uint64 // seq of the leader's last InstallSnapshotRequest
 }
 
 // ---- membership helpers ----

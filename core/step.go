@@ -623,7 +623,9 @@ func (c *Core) stepInstallSnapshot(m *messages.InstallSnapshotRequest) error {
 
 func (c *Core) stepChunkWritten(m *messages.StorageSnapshotChunkWritten) error {
 	in := c.install
-	if in == nil || in.meta.GetId() != m.GetMeta().GetId() || in.term != c.term {
+	// Storage answers the last chunk with the meta it recorded, whose ID is
+	// its own: match on the snapshot's position in the log, not on its ID.
+	if in == nil || in.term != c.term || m.GetMeta().GetIndex() != in.meta.GetIndex() || m.GetMeta().GetTerm() != in.meta.GetTerm() {
 		return stepErr(messages.ErrorCode_ERROR_CODE_STALE_TERM, "snapshot chunk result for no install in progress")
 	}
 	resp := &messages.InstallSnapshotResponse{Header: c.hdr(in.leader), SnapshotId: in.meta.GetId(), Seq: m.GetSeq(),
@@ -637,7 +639,11 @@ func (c *Core) stepChunkWritten(m *messages.StorageSnapshotChunkWritten) error {
 	}
 	// The body is durable and verified: make it the log's base, then
 	// restore the state machine from it, then tell the leader.
-	meta := in.meta
+	meta := m.GetMeta()
+	if meta.GetId() == "" {
+		meta = in.meta
+	}
+	in.local = meta
 	if meta.GetIndex() <= c.commit {
 		c.install = nil
 		resp.Done = true
@@ -692,7 +698,7 @@ func (c *Core) stepSnapshotRestored(m *messages.SnapshotRestored) error {
 	c.applied = max(c.applied, m.GetMeta().GetIndex())
 	in := c.install
 	c.install = nil
-	if in != nil && in.term == c.term && in.meta.GetId() == m.GetMeta().GetId() {
+	if in != nil && in.term == c.term && in.local.GetId() == m.GetMeta().GetId() {
 		c.send(&messages.InstallSnapshotResponse{Header: c.hdr(in.leader), SnapshotId: in.meta.GetId(), Seq: in.seq,
 			NextOffset: in.meta.GetSize(), Done: true})
 	}
