@@ -199,9 +199,17 @@ func (c *Committer) run() {
 			}
 		}
 		c.mu.Unlock()
-		for i, p := range batch {
-			if p.done != nil {
-				p.done(results[i])
+		if err != nil {
+			// Nothing of this batch is durable, whatever results says.
+			perr := ToProto(err)
+			for _, p := range batch {
+				c.answer(p.done, p.req, perr)
+			}
+		} else {
+			for i, p := range batch {
+				if p.done != nil {
+					p.done(results[i])
+				}
 			}
 		}
 		clear(batch)

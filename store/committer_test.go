@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"errors"
 	"sync"
 	"testing"
 
@@ -75,5 +76,39 @@ func TestCommitterPassesInvalidAppendsThrough(t *testing.T) {
 	}
 	if c.Err() != nil {
 		t.Fatalf("committer failed: %v", c.Err())
+	}
+}
+
+// failingLog is a LogStore whose Append fails the way the interface allows:
+// an error and no results.
+type failingLog struct{ store.LogStore }
+
+func (failingLog) Append([]*messages.StorageAppend) ([]*messages.StorageAppendResult, error) {
+	return nil, errors.New("injected: disk gone")
+}
+
+// When Append fails, nothing of the batch is durable: the committer must
+// answer every append of it with the failure, and every later one too,
+// without panicking on the missing results.
+func TestCommitterAnswersEveryAppendWhenTheDiskFails(t *testing.T) {
+	s, _ := store.NewMemStore(storetest.Options)
+	c := store.NewCommitter(failingLog{s}, store.CommitterOptions{})
+	const n = 20
+	done := make(chan *messages.StorageAppendResult, n)
+	for i := uint64(1); i <= n; i++ {
+		c.Submit(&messages.StorageAppend{GroupId: 1, Seq: i, Entries: []*messages.Entry{{Index: i, Term: 1}}},
+			func(r *messages.StorageAppendResult) { done <- r })
+	}
+	c.Close()
+	if len(done) != n {
+		t.Fatalf("%d of %d appends answered", len(done), n)
+	}
+	for range n {
+		if r := <-done; r.GetError() == nil {
+			t.Fatalf("append %d acknowledged on a failed disk", r.GetSeq())
+		}
+	}
+	if c.Err() == nil {
+		t.Fatal("committer did not record the failure")
 	}
 }

@@ -1,0 +1,290 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/raftor/raftor/messages"
+	"github.com/raftor/raftor/store"
+)
+
+func TestConfigValidation(t *testing.T) {
+	valid := Config{ClusterID: "c", NodeID: 1}
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr string
+	}{
+		{"defaults are valid", func(*Config) {}, ""},
+		{"cluster id required", func(c *Config) { c.ClusterID = "" }, "ClusterID must not be empty"},
+		{"cluster id is part of actor names", func(c *Config) { c.ClusterID = "a/b" }, "must not contain"},
+		{"node id required", func(c *Config) { c.NodeID = 0 }, "NodeID must not be 0"},
+		{"heartbeat below election timeout", func(c *Config) { c.ElectionTicks, c.HeartbeatTicks = 5, 5 }, "HeartbeatTicks 5 must be at least 1 and lower than ElectionTicks 5"},
+		{"tick too short", func(c *Config) { c.TickInterval = time.Microsecond }, "TickInterval"},
+		{"lease read needs check quorum", func(c *Config) { c.LeaseRead, c.DisableCheckQuorum = true, true }, "LeaseRead requires check-quorum"},
+		{"entry fits an append", func(c *Config) { c.MaxEntryBytes, c.MaxAppendBytes = 2<<20, 1<<20 }, "MaxEntryBytes"},
+		{"negative limits", func(c *Config) { c.MaxPendingWrites = -1 }, "must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate: %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// Start refuses what it cannot run rather than failing later.
+func TestStartRefusesBadInput(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	st, _ := store.NewMemStore(store.Options{ClusterID: "other", NodeID: 1})
+	if _, err := Start(tc.system, testConfig(1), &logSM{}, st); err == nil || !strings.Contains(err.Error(), "belongs to cluster") {
+		t.Errorf("start with another cluster's store: %v", err)
+	}
+	tc.start(1)
+	st2, _ := store.NewMemStore(store.Options{ClusterID: testClusterID, NodeID: 1})
+	if _, err := Start(tc.system, testConfig(1), &logSM{}, st2); err == nil || !strings.Contains(err.Error(), "already runs") {
+		t.Errorf("start node 1 twice: %v", err)
+	}
+	bad := testConfig(2)
+	bad.HeartbeatTicks = 100
+	if _, err := Start(tc.system, bad, &logSM{}, st2); err == nil {
+		t.Error("start with an invalid config succeeded")
+	}
+}
+
+// A disk that fails stops the node's writes: the write that hit the
+// failure and every later one fail with STORAGE_FAILED, nothing is
+// acknowledged, and the metrics say why.
+func TestStorageFailureStopsWrites(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	tc.boot(1)
+	n := tc.leader()
+	write(t, n.node, "durable")
+	n.st.(*store.MemStore).FailSyncs(errors.New("disk on fire"))
+	// The write that meets the failure was never durable here, but in a
+	// bigger cluster it could commit elsewhere: its outcome is unknown.
+	if _, err := n.node.ClientWrite(ctxT(t, 10*time.Second), []byte("lost")); !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("write meeting the failure: %v, want UNKNOWN_OUTCOME", err)
+	}
+	for i := 0; i < 2; i++ {
+		_, err := n.node.ClientWrite(ctxT(t, 10*time.Second), []byte("refused"))
+		if !errors.Is(err, ErrStorageFailed) {
+			t.Fatalf("write %d after the disk failed: %v, want STORAGE_FAILED", i, err)
+		}
+	}
+	waitFor(t, 10*time.Second, "storage error in metrics", func() bool { return n.node.Metrics().GetStorageError() != nil })
+	if !n.node.StorageStats().Failed {
+		t.Error("StorageStats.Failed not set")
+	}
+	if got := n.sm.snapshotData(); !slices.Equal(got, []string{"durable"}) {
+		t.Errorf("applied %v; only the write before the failure may be applied", got)
+	}
+}
+
+// Writes waiting in RaftCore's mailbox share appends and fsyncs.
+func TestConcurrentWritesShareFsyncs(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	tc.boot(1)
+	n := tc.leader()
+	before := n.node.StorageStats()
+	const writers = 200
+	errs := make(chan error, writers)
+	for i := 0; i < writers; i++ {
+		go func() {
+			_, err := n.node.ClientWrite(ctxT(t, 20*time.Second), []byte(fmt.Sprintf("c%d", i)))
+			errs <- err
+		}()
+	}
+	for i := 0; i < writers; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent write: %v", err)
+		}
+	}
+	after := n.node.StorageStats()
+	batches := after.Batches - before.Batches
+	t.Logf("%d writes took %d fsyncs (%d appends)", writers, batches, after.Appends-before.Appends)
+	if batches >= writers/2 {
+		t.Errorf("%d writes took %d fsyncs; want them batched", writers, batches)
+	}
+	if got := len(n.sm.snapshotData()); got != writers {
+		t.Errorf("applied %d writes, want %d", got, writers)
+	}
+}
+
+// A node stopped and started again on its store and state machine comes
+// back with its term and log, rejoins, and catches up on what it missed.
+func TestNodeRestartsFromItsStore(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	tc.boot(3)
+	l := tc.leader()
+	write(t, l.node, "a")
+	f := tc.nodes[l.id%3+1]
+	tc.waitApplied(l.node.Metrics().GetCommitIndex())
+	term := f.node.Metrics().GetTerm()
+	tc.stop(f.id)
+	write(t, l.node, "b")
+	reopened, err := f.st.(*store.MemStore).Reopen(store.Options{ClusterID: testClusterID, NodeID: f.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := tc.startWith(f.id, f.sm, reopened)
+	waitFor(t, 10*time.Second, "restarted node to load its term", func() bool { return back.node.Metrics().GetTerm() >= term })
+	tc.waitApplied(l.node.Metrics().GetCommitIndex())
+	if got := back.sm.snapshotData(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("restarted node applied %v, want [a b] each once", got)
+	}
+}
+
+// The same cluster on Pebble stores.
+func TestPebbleCluster(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	m := &messages.Membership{}
+	for id := uint64(1); id <= 3; id++ {
+		st, err := store.OpenPebble(filepath.Join(t.TempDir(), fmt.Sprint(id)), store.PebbleOptions{
+			Options: store.Options{ClusterID: testClusterID, NodeID: id}, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		tc.startWith(id, &logSM{}, st)
+		m.Voters = append(m.Voters, id)
+	}
+	if err := tc.nodes[1].node.Initialize(ctxT(t, 10*time.Second), m); err != nil {
+		t.Fatal(err)
+	}
+	l := tc.leader()
+	for i := 0; i < 10; i++ {
+		write(t, l.node, fmt.Sprint(i))
+	}
+	tc.waitApplied(l.node.Metrics().GetCommitIndex())
+	// Stop the nodes before their stores close (Cleanup runs in reverse).
+	tc.stopAll()
+}
+
+// Initialize on a node that already has a configuration is refused.
+func TestInitializeTwice(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	tc.boot(1)
+	tc.leader()
+	err := tc.nodes[1].node.Initialize(ctxT(t, 5*time.Second), &messages.Membership{Voters: []uint64{1}})
+	if !errors.Is(err, ErrAlreadyInitialized) {
+		t.Fatalf("second Initialize: %v, want ALREADY_INITIALIZED", err)
+	}
+}
+
+// WatchMetrics delivers changes: a watcher sees the node become leader and
+// its applied index move, and the channel closes on Stop.
+func TestWatchMetrics(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	n := tc.start(1)
+	ch, cancel := n.node.WatchMetrics()
+	defer cancel()
+	if err := n.node.Initialize(ctxT(t, 5*time.Second), &messages.Membership{Voters: []uint64{1}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(20 * time.Second)
+	for led := false; !led; {
+		select {
+		case m := <-ch:
+			led = m.GetRole() == messages.Role_ROLE_LEADER
+		case <-deadline:
+			t.Fatal("watcher never saw the node lead")
+		}
+	}
+	tc.stop(1)
+	for range ch {
+	}
+}
+
+// Time comes only from the Clock: with a manual clock nothing happens
+// until the test moves it, and an election needs the election timeout.
+func TestManualClockDrivesTimers(t *testing.T) {
+	clock := NewManualClock(time.Unix(0, 0))
+	tc := newTestCluster(t, func(id uint64) Config {
+		c := testConfig(id)
+		c.Clock = clock
+		return c
+	})
+	n := tc.start(1)
+	if err := n.node.Initialize(ctxT(t, 5*time.Second), &messages.Membership{Voters: []uint64{1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the tick timer", func() bool { return clock.Pending() > 0 })
+	if n.node.IsLeader() {
+		t.Fatal("leader before any time passed")
+	}
+	waitFor(t, 20*time.Second, "an election driven by the manual clock", func() bool {
+		clock.Advance(20 * time.Millisecond)
+		return n.node.IsLeader()
+	})
+}
+
+// With InlineStorage the storage actor writes in its own mailbox runs (no
+// writer goroutine, for simulators); appends still share Append calls.
+func TestInlineStorage(t *testing.T) {
+	tc := newTestCluster(t, func(id uint64) Config {
+		c := testConfig(id)
+		c.InlineStorage = true
+		return c
+	})
+	tc.boot(3)
+	l := tc.leader()
+	for i := 0; i < 10; i++ {
+		write(t, l.node, fmt.Sprint(i))
+	}
+	tc.waitApplied(l.node.Metrics().GetCommitIndex())
+	for id, n := range tc.nodes {
+		if got := n.sm.snapshotData(); len(got) != 10 {
+			t.Errorf("node %d applied %v", id, got)
+		}
+	}
+	if s := l.node.StorageStats(); s.Batches == 0 || s.Appends < s.Batches {
+		t.Errorf("storage stats %+v", s)
+	}
+}
+
+// With LeaseRead the leader answers linearizable reads from its lease.
+func TestLeaseRead(t *testing.T) {
+	tc := newTestCluster(t, func(id uint64) Config {
+		c := testConfig(id)
+		c.LeaseRead = true
+		return c
+	})
+	tc.boot(3)
+	l := tc.leader()
+	write(t, l.node, "x")
+	if err := l.node.EnsureLinearizable(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("lease read: %v", err)
+	}
+	if got := l.sm.snapshotData(); !slices.Equal(got, []string{"x"}) {
+		t.Errorf("after the read the leader holds %v", got)
+	}
+}
+
+// A cancelled context returns context.Canceled at once, not a timeout.
+func TestCancelledContext(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	tc.boot(1)
+	n := tc.leader()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := n.node.ClientWrite(ctx, []byte("x")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("write with a cancelled context: %v", err)
+	}
+}
