@@ -149,6 +149,20 @@ func TestTransferLeader(t *testing.T) {
 		t.Fatalf("leader after transfer is %d, want %d", nl.id, target)
 	}
 	write(t, tc.nodes[target].node, "y")
+
+	// Asked of a follower, the transfer is forwarded to the leader.
+	nl := tc.leader()
+	follower := nl.id%3 + 1
+	next := follower%3 + 1
+	if next == nl.id {
+		next = next%3 + 1
+	}
+	if err := tc.nodes[follower].node.TransferLeader(ctxT(t, 20*time.Second), next); err != nil {
+		t.Fatalf("transfer to %d asked of follower %d: %v", next, follower, err)
+	}
+	if got := tc.leader(); got.id != next {
+		t.Fatalf("leader after a transfer through a follower is %d, want %d", got.id, next)
+	}
 }
 
 // After the leader changes, EnsureLinearizable on any node (the new leader

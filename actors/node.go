@@ -437,7 +437,7 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 			n.mu.Lock()
 			stopped := n.stopped
 			n.mu.Unlock()
-			if stopped || m.GetTarget().Equal(n.corePID) {
+			if t := m.GetTarget(); stopped || (t != nil && t.Equal(n.corePID)) {
 				return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STOPPED, Msg: "node stopped"}
 			}
 			return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_NOT_LEADER, Msg: "the leader a request was forwarded to is unreachable"}

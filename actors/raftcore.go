@@ -434,6 +434,8 @@ func (r *raftCore) forwarded(ctx actor.Context, f *messages.ForwardedRequest, se
 		r.request(ctx, q.ChangeMembership, sender, hops)
 	case *messages.ForwardedRequest_RemoveLearner:
 		r.request(ctx, q.RemoveLearner, sender, hops)
+	case *messages.ForwardedRequest_TransferLeader:
+		r.request(ctx, q.TransferLeader, sender, hops)
 	default:
 		r.reply(ctx, sender, &messages.ClientWriteResponse{Error: newError(messages.ErrorCode_ERROR_CODE_INVALID, "forwarded request without a request")})
 	}
@@ -482,6 +484,8 @@ func (r *raftCore) forward(ctx actor.Context, h core.Handle, w *waiter, e *messa
 		fwd.Request = &messages.ForwardedRequest_ChangeMembership{ChangeMembership: q}
 	case *messages.RemoveLearnerRequest:
 		fwd.Request = &messages.ForwardedRequest_RemoveLearner{RemoveLearner: q}
+	case *messages.TransferLeaderRequest:
+		fwd.Request = &messages.ForwardedRequest_TransferLeader{TransferLeader: q}
 	default:
 		return false
 	}
@@ -853,6 +857,8 @@ func (r *raftCore) refuse(ctx actor.Context, msg any, sender *actor.PID, e *mess
 			msg = q.ChangeMembership
 		case *messages.ForwardedRequest_RemoveLearner:
 			msg = q.RemoveLearner
+		case *messages.ForwardedRequest_TransferLeader:
+			msg = q.TransferLeader
 		}
 	case *messages.IsLeaderRequest:
 		r.reply(ctx, sender, &messages.IsLeaderResponse{})

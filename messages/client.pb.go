@@ -894,10 +894,13 @@ func (x *MembershipChangeResponse) GetError() *Error {
 	return nil
 }
 
+// TransferLeaderRequest hands leadership to target. Sent to a follower, it
+// is forwarded to the leader unless no_forward is set.
 type TransferLeaderRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Target        uint64                 `protobuf:"varint,1,opt,name=target,proto3" json:"target,omitempty"`
 	TimeoutMs     uint64                 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	NoForward     bool                   `protobuf:"varint,3,opt,name=no_forward,json=noForward,proto3" json:"no_forward,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -944,6 +947,13 @@ func (x *TransferLeaderRequest) GetTimeoutMs() uint64 {
 		return x.TimeoutMs
 	}
 	return 0
+}
+
+func (x *TransferLeaderRequest) GetNoForward() bool {
+	if x != nil {
+		return x.NoForward
+	}
+	return false
 }
 
 type TransferLeaderResponse struct {
@@ -1473,6 +1483,7 @@ type ForwardedRequest struct {
 	//	*ForwardedRequest_AddLearner
 	//	*ForwardedRequest_ChangeMembership
 	//	*ForwardedRequest_RemoveLearner
+	//	*ForwardedRequest_TransferLeader
 	Request       isForwardedRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1574,6 +1585,15 @@ func (x *ForwardedRequest) GetRemoveLearner() *RemoveLearnerRequest {
 	return nil
 }
 
+func (x *ForwardedRequest) GetTransferLeader() *TransferLeaderRequest {
+	if x != nil {
+		if x, ok := x.Request.(*ForwardedRequest_TransferLeader); ok {
+			return x.TransferLeader
+		}
+	}
+	return nil
+}
+
 type isForwardedRequest_Request interface {
 	isForwardedRequest_Request()
 }
@@ -1598,6 +1618,10 @@ type ForwardedRequest_RemoveLearner struct {
 	RemoveLearner *RemoveLearnerRequest `protobuf:"bytes,7,opt,name=remove_learner,json=removeLearner,proto3,oneof"`
 }
 
+type ForwardedRequest_TransferLeader struct {
+	TransferLeader *TransferLeaderRequest `protobuf:"bytes,8,opt,name=transfer_leader,json=transferLeader,proto3,oneof"`
+}
+
 func (*ForwardedRequest_Write) isForwardedRequest_Request() {}
 
 func (*ForwardedRequest_ReadIndex) isForwardedRequest_Request() {}
@@ -1607,6 +1631,8 @@ func (*ForwardedRequest_AddLearner) isForwardedRequest_Request() {}
 func (*ForwardedRequest_ChangeMembership) isForwardedRequest_Request() {}
 
 func (*ForwardedRequest_RemoveLearner) isForwardedRequest_Request() {}
+
+func (*ForwardedRequest_TransferLeader) isForwardedRequest_Request() {}
 
 var File_client_proto protoreflect.FileDescriptor
 
@@ -1676,11 +1702,13 @@ const file_client_proto_rawDesc = "" +
 	"membership\x18\x01 \x01(\v2\x15.raftor.v1.MembershipR\n" +
 	"membership\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12&\n" +
-	"\x05error\x18\x03 \x01(\v2\x10.raftor.v1.ErrorR\x05error\"N\n" +
+	"\x05error\x18\x03 \x01(\v2\x10.raftor.v1.ErrorR\x05error\"m\n" +
 	"\x15TransferLeaderRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\x04R\x06target\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x02 \x01(\x04R\ttimeoutMs\"@\n" +
+	"timeout_ms\x18\x02 \x01(\x04R\ttimeoutMs\x12\x1d\n" +
+	"\n" +
+	"no_forward\x18\x03 \x01(\bR\tnoForward\"@\n" +
 	"\x16TransferLeaderResponse\x12&\n" +
 	"\x05error\x18\x01 \x01(\v2\x10.raftor.v1.ErrorR\x05error\"\x18\n" +
 	"\x16TriggerSnapshotRequest\"n\n" +
@@ -1726,7 +1754,7 @@ const file_client_proto_rawDesc = "" +
 	"\x0epending_writes\x18\x11 \x01(\x04R\rpendingWrites\x125\n" +
 	"\rstorage_error\x18\x12 \x01(\v2\x10.raftor.v1.ErrorR\fstorageError\"?\n" +
 	"\x0fMetricsResponse\x12,\n" +
-	"\ametrics\x18\x01 \x01(\v2\x12.raftor.v1.MetricsR\ametrics\"\x98\x03\n" +
+	"\ametrics\x18\x01 \x01(\v2\x12.raftor.v1.MetricsR\ametrics\"\xe5\x03\n" +
 	"\x10ForwardedRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\x125\n" +
@@ -1736,7 +1764,8 @@ const file_client_proto_rawDesc = "" +
 	"\vadd_learner\x18\x05 \x01(\v2\x1c.raftor.v1.AddLearnerRequestH\x00R\n" +
 	"addLearner\x12Q\n" +
 	"\x11change_membership\x18\x06 \x01(\v2\".raftor.v1.ChangeMembershipRequestH\x00R\x10changeMembership\x12H\n" +
-	"\x0eremove_learner\x18\a \x01(\v2\x1f.raftor.v1.RemoveLearnerRequestH\x00R\rremoveLearnerB\t\n" +
+	"\x0eremove_learner\x18\a \x01(\v2\x1f.raftor.v1.RemoveLearnerRequestH\x00R\rremoveLearner\x12K\n" +
+	"\x0ftransfer_leader\x18\b \x01(\v2 .raftor.v1.TransferLeaderRequestH\x00R\x0etransferLeaderB\t\n" +
 	"\arequest*~\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n" +
@@ -1820,11 +1849,12 @@ var file_client_proto_depIdxs = []int32{
 	10, // 21: raftor.v1.ForwardedRequest.add_learner:type_name -> raftor.v1.AddLearnerRequest
 	11, // 22: raftor.v1.ForwardedRequest.change_membership:type_name -> raftor.v1.ChangeMembershipRequest
 	12, // 23: raftor.v1.ForwardedRequest.remove_learner:type_name -> raftor.v1.RemoveLearnerRequest
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	14, // 24: raftor.v1.ForwardedRequest.transfer_leader:type_name -> raftor.v1.TransferLeaderRequest
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_client_proto_init() }
@@ -1840,6 +1870,7 @@ func file_client_proto_init() {
 		(*ForwardedRequest_AddLearner)(nil),
 		(*ForwardedRequest_ChangeMembership)(nil),
 		(*ForwardedRequest_RemoveLearner)(nil),
+		(*ForwardedRequest_TransferLeader)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
