@@ -116,3 +116,40 @@ func TestStorageFailure(t *testing.T) {
 		t.Fatalf("node with a failed disk campaigned: %+v", st)
 	}
 }
+
+// A leader that appended a C_new removing itself, and crashed before C_new
+// committed, comes back as a non-voter of its latest configuration. The
+// other voter lacks C_new, its log is behind, and it cannot win without this
+// node's vote. This node must campaign under C_new (counting only C_new's
+// voters) rather than wait forever; a node whose removal committed must not.
+func TestRemovedLeaderWithUncommittedCNewCampaigns(t *testing.T) {
+	joint := &messages.Membership{Voters: []uint64{2}, VotersOutgoing: []uint64{1, 2}, Addresses: map[uint64]string{1: "a", 2: "b"}}
+	cnew := &messages.Membership{Voters: []uint64{2}, Learners: []uint64{1}, Addresses: map[uint64]string{1: "a", 2: "b"}}
+	tests := []struct {
+		name     string
+		commit   uint64
+		campaign bool
+	}{
+		{"C_new not committed: campaigns", 2, true},
+		{"C_new committed: stays quiet", 3, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCore(t, 1, []uint64{1, 2}, withTerms(1, 1, 1), withHardState(1, 1, tt.commit),
+				withMembership(joint, 2), withMembership(cnew, 3))
+			c.tick(40)
+			var asked []uint64
+			for _, m := range sentOf[*messages.VoteRequest](c.take()) {
+				asked = append(asked, m.Header.GetTo())
+			}
+			if got := len(asked) > 0; got != tt.campaign {
+				t.Fatalf("vote requests sent to %v; want a campaign: %v", asked, tt.campaign)
+			}
+			for _, id := range asked {
+				if id != 2 {
+					t.Fatalf("asked %d for a vote; only C_new's voter 2 counts", id)
+				}
+			}
+		})
+	}
+}

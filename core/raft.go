@@ -115,11 +115,29 @@ func (c *Core) followerRole() messages.Role {
 	return messages.Role_ROLE_LEARNER
 }
 
-// promotable reports whether this node may start an election: it is a voter
-// of its latest configuration and its storage works.
+// promotable reports whether this node may start an election: its storage
+// works and it is a voter of its latest configuration, or that
+// configuration is not committed yet and it is a voter of the committed one.
+//
+// The second case is a leader that appended a C_new which removes it and
+// crashed before C_new committed. The other voters may lack C_new, and
+// their logs are then behind this node's, so none of them can win without
+// its vote, which it must refuse them. It campaigns under C_new instead,
+// counting only C_new's voters, as a leader outside C_new does until C_new
+// commits (Raft thesis, 4.2.2), and steps down once it has.
 func (c *Core) promotable() bool {
-	m, _ := c.latestConf()
-	return isVoter(m, c.cfg.ID) && c.storageErr == nil && !c.stopped
+	if c.storageErr != nil || c.stopped {
+		return false
+	}
+	m, idx := c.latestConf()
+	if isVoter(m, c.cfg.ID) {
+		return true
+	}
+	if idx <= c.commit {
+		return false
+	}
+	committed, _ := c.committedConf()
+	return isVoter(committed, c.cfg.ID)
 }
 
 func (c *Core) committedInTerm() bool {

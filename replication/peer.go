@@ -305,6 +305,12 @@ func (p *Peer) HandleFailure(f *messages.StreamFailure) error {
 		return fmt.Errorf("replication: failure of term %d", f.GetTerm())
 	}
 	if f.GetError().GetCode() == messages.ErrorCode_ERROR_CODE_COMPACTED {
+		// The snapshot being sent may itself have been replaced while the
+		// stream read it: that send is over, or sendSnapshot would wait for
+		// it forever.
+		if f.GetSeq() == p.snapshotSeq {
+			p.snapshotSeq = 0
+		}
 		p.toSnapshot()
 		p.maybeSend()
 		return nil

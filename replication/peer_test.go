@@ -236,6 +236,35 @@ func TestPeerSnapshot(t *testing.T) {
 	}
 }
 
+// The leader replaces its snapshot while the stream is still reading the
+// one it was sending: the read fails COMPACTED. That send is over, and the
+// peer must get the newer snapshot rather than wait for the old send forever.
+func TestPeerSnapshotReplacedWhileSending(t *testing.T) {
+	st := start(5, 5, 5, 5, 5)
+	st.FirstIndex = 4
+	st.TermRuns = []*messages.TermRun{{FirstIndex: 4, Term: 5}}
+	st.Snapshot = &messages.SnapshotMeta{Index: 3, Term: 5, Id: "s3"}
+	st.NextIndex = 2
+	p := newPeer(t, Config{}, st)
+	first, ok := p.Output().Stream[0].(*messages.StreamSendSnapshot)
+	if !ok {
+		t.Fatal("no snapshot sent")
+	}
+	_ = p.Notify(&messages.ReplicationNotify{Term: 5, Snapshot: &messages.SnapshotMeta{Index: 5, Term: 5, Id: "s5"}})
+	p.Output()
+	_ = p.HandleFailure(&messages.StreamFailure{Term: 5, Seq: first.Seq,
+		Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_COMPACTED}})
+	var again *messages.StreamSendSnapshot
+	for _, m := range p.Output().Stream {
+		if s, ok := m.(*messages.StreamSendSnapshot); ok {
+			again = s
+		}
+	}
+	if again == nil || again.Meta.GetId() != "s5" {
+		t.Fatalf("after the snapshot being sent was replaced, sent %v; want the newer snapshot s5", again)
+	}
+}
+
 // Heartbeats bypass a full window, carry a commit capped at the peer's
 // match, and acknowledged rounds are reported for read index.
 func TestPeerHeartbeat(t *testing.T) {
