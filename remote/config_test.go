@@ -36,4 +36,3 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 }
-

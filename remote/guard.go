@@ -77,6 +77,8 @@ type guard struct {
 	log     *slog.Logger
 	rejects [numRejectReasons]atomic.Uint64
 	passed  atomic.Uint64
+	// faults is Config.Inbound's fault injection, nil unless configured.
+	faults *faults
 }
 
 func (g *guard) reject(reason RejectReason, detail string) {
@@ -107,6 +109,9 @@ func (g *guard) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryS
 type guardedStream struct {
 	grpc.ServerStream
 	g *guard
+	// from is the address the peer announced in its ConnectRequest; only
+	// the fault filter reads it.
+	from string
 }
 
 func (s *guardedStream) RecvMsg(m any) error {
@@ -116,6 +121,13 @@ func (s *guardedStream) RecvMsg(m any) error {
 	if rm, ok := m.(*pr.RemoteMessage); ok {
 		if b := rm.GetMessageBatch(); b != nil {
 			s.g.filterBatch(b)
+			// Fault injection (Config.Inbound) sees only envelopes the
+			// guard let through, so its indexes are safe to follow.
+			if s.g.faults != nil {
+				s.g.faults.apply(b, s.from)
+			}
+		} else if sc := rm.GetConnectRequest().GetServerConnection(); sc != nil {
+			s.from = sc.GetAddress()
 		}
 	}
 	return nil

@@ -182,9 +182,9 @@ func TestGuardDropsWhatWouldPanicProtoactor(t *testing.T) {
 		Targets: []*actor.PID{target},
 		Envelopes: []*pr.MessageEnvelope{
 			{TypeId: 0, Target: 0, MessageData: good},
-			{TypeId: 9, Target: 0, MessageData: good},                  // type index out of range
-			{TypeId: 1, Target: 5, MessageData: good},                  // target index out of range
-			{TypeId: 1, Target: 0, Sender: 3, MessageData: good},       // sender index out of range
+			{TypeId: 9, Target: 0, MessageData: good},                   // type index out of range
+			{TypeId: 1, Target: 5, MessageData: good},                   // target index out of range
+			{TypeId: 1, Target: 0, Sender: 3, MessageData: good},        // sender index out of range
 			{TypeId: 1, Target: 0, SerializerId: 42, MessageData: good}, // serializer out of range
 			{TypeId: 2, Target: 0, MessageData: poison},
 			{TypeId: 3, Target: 0, MessageData: stop},

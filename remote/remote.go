@@ -77,6 +77,12 @@ type Config struct {
 
 	// Logger receives the guard's and the transport's lines; nil discards.
 	Logger *slog.Logger
+
+	// Inbound, when set, decides for every message arriving from another
+	// node whether it is delivered, dropped, duplicated or delayed. It is
+	// for fault injection in tests (cluster/clustertest); nil, the default,
+	// costs nothing. See InboundFilter.
+	Inbound InboundFilter
 }
 
 // Default limits.
@@ -169,7 +175,7 @@ func Start(system *actor.ActorSystem, cfg Config) (*Remote, error) {
 	host, portStr, _ := net.SplitHostPort(cfg.Address)
 	port, _ := strconv.Atoi(portStr)
 
-	g := &guard{log: cfg.Logger}
+	g := &guard{log: cfg.Logger, faults: newFaults(system, cfg.Inbound)}
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
@@ -255,5 +261,27 @@ func (r *Remote) Stats() Stats {
 	return s
 }
 
+// shutdownGrace bounds how long Shutdown waits for protoactor's graceful
+// stop.
+const shutdownGrace = 2 * time.Second
+
 // Shutdown stops the server and closes the connections to other nodes.
-func (r *Remote) Shutdown() { r.r.Shutdown(true) }
+//
+// The pinned protoactor's graceful stop waits for its endpoint writers, and
+// one that is still redialling a peer which went away holds it for about
+// 10 s. Shutdown waits shutdownGrace for it, then stops the gRPC server hard
+// and returns; protoactor's remaining writer goroutines end by themselves
+// once their dial attempts run out.
+func (r *Remote) Shutdown() {
+	r.guard.faults.close()
+	done := make(chan struct{})
+	go func() {
+		r.r.Shutdown(true)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(shutdownGrace):
+		r.r.Shutdown(false)
+	}
+}
