@@ -13,7 +13,7 @@ build:
 # The pinned protoactor's Remote.Start rewrites gRPC's global logger, which
 # the race detector reports against any remote already serving; those tests
 # are built with `!race` and run in a second pass without it.
-NORACE_PKGS ?= ./remote/... ./cluster ./examples/orders
+NORACE_PKGS ?= ./remote/... ./cluster ./cluster/clustertest/... ./examples/orders
 
 # vet, formatting, the .proto drift check and every test under the race
 # detector, then the multi-remote tests without it.

@@ -276,8 +276,13 @@ func (r *Remote) Shutdown() {
 	r.guard.faults.close()
 	done := make(chan struct{})
 	go func() {
+		defer close(done)
+		// protoactor's graceful stop can panic ("send on closed channel")
+		// when an inbound stream already ended with an error (a peer that
+		// crashed). Stopping is all that is left to do, so the panic ends
+		// the graceful part instead of the process.
+		defer func() { _ = recover() }()
 		r.r.Shutdown(true)
-		close(done)
 	}()
 	select {
 	case <-done:
