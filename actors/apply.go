@@ -330,9 +330,28 @@ func (a *applyActor) buildSnapshot(ctx actor.Context, m *messages.BuildSnapshot)
 	ctx.Send(a.storage, &storageBuildSnapshot{seq: m.GetSeq(), meta: meta, body: snap, replyTo: a.core})
 }
 
+// openForRestore opens the snapshot meta names. A store keeps only its
+// latest snapshot, and a leader that sends the same snapshot twice (its
+// stream timed out, or this node restarted mid-transfer) makes the store
+// record it twice, under two IDs: the restore asked for under the first may
+// find only the second. Snapshots at one index and term hold the same
+// state, so the latest one serves when its index and term match.
+func (a *applyActor) openForRestore(meta *messages.SnapshotMeta) (store.SnapshotReader, error) {
+	r, err := a.st.OpenSnapshot(a.group, meta.GetId())
+	if err == nil {
+		return r, nil
+	}
+	latest, lerr := a.st.Snapshot(a.group)
+	if lerr != nil || latest == nil || latest.GetId() == meta.GetId() ||
+		latest.GetIndex() != meta.GetIndex() || latest.GetTerm() != meta.GetTerm() {
+		return nil, err
+	}
+	return a.st.OpenSnapshot(a.group, latest.GetId())
+}
+
 func (a *applyActor) restore(ctx actor.Context, m *messages.RestoreSnapshot) *messages.SnapshotRestored {
 	res := &messages.SnapshotRestored{Seq: m.GetSeq(), Meta: m.GetMeta()}
-	r, err := a.st.OpenSnapshot(a.group, m.GetMeta().GetId())
+	r, err := a.openForRestore(m.GetMeta())
 	if err != nil {
 		res.Error = store.ToProto(err)
 		return res

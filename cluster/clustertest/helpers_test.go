@@ -4,7 +4,6 @@ package clustertest_test
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -55,14 +54,4 @@ func get(t *testing.T, ctx context.Context, c *clustertest.Cluster, via uint64, 
 	}
 	c.Fatalf("get %s through %d: %v", key, via, err)
 	return "", false
-}
-
-// knownDefect skips a scenario that fails on a defect outside this package,
-// unless RAFTOR_KNOWN_DEFECTS is set: the scenario stays ready to show the
-// fix, and the default run stays green.
-func knownDefect(t *testing.T, defect string) {
-	t.Helper()
-	if os.Getenv("RAFTOR_KNOWN_DEFECTS") == "" {
-		t.Skipf("known defect (set RAFTOR_KNOWN_DEFECTS=1 to run): %s", defect)
-	}
 }
