@@ -132,7 +132,7 @@ func startCluster(t testing.TB, opts clusterOpts) ([]*member, *Directory) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc, err := RemoteConfig(remote.Config{Address: a})
+		rc, err := RemoteConfig(system, remote.Config{Address: a})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -165,9 +165,18 @@ type Remote struct {
 	address string
 }
 
-// Start enables remote on system with cfg and starts listening. It returns
-// an error, never panics, when the address cannot be used.
-func Start(system *actor.ActorSystem, cfg Config) (*Remote, error) {
+// Transport is protoactor remote's configuration for one actor system with
+// Raftor's limits, keepalives, TLS and inbound guard. Start builds one and
+// starts protoactor's remote with it; a protoactor cluster member, whose
+// remote protoactor starts itself, takes Transport.Config instead.
+type Transport struct {
+	// Config is what protoactor's remote.NewRemote and cluster.Configure take.
+	Config *pr.Config
+	guard  *guard
+}
+
+// NewTransport builds the configuration of system's remote from cfg.
+func NewTransport(system *actor.ActorSystem, cfg Config) (*Transport, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -216,11 +225,24 @@ func Start(system *actor.ActorSystem, cfg Config) (*Remote, error) {
 	if cfg.AdvertisedAddress != "" {
 		opts = append(opts, pr.WithAdvertisedHost(cfg.AdvertisedAddress))
 	}
-	r := pr.NewRemote(system, pr.Configure(host, port, opts...))
+	return &Transport{Config: pr.Configure(host, port, opts...), guard: g}, nil
+}
+
+// Stats returns the guard's counters.
+func (t *Transport) Stats() Stats { return t.guard.stats() }
+
+// Start enables remote on system with cfg and starts listening. It returns
+// an error, never panics, when the address cannot be used.
+func Start(system *actor.ActorSystem, cfg Config) (*Remote, error) {
+	t, err := NewTransport(system, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r := pr.NewRemote(system, t.Config)
 	if err := startRecovering(r); err != nil {
 		return nil, fmt.Errorf("remote: listen on %s: %w", cfg.Address, err)
 	}
-	return &Remote{r: r, guard: g, address: system.Address()}, nil
+	return &Remote{r: r, guard: t.guard, address: system.Address()}, nil
 }
 
 // startRecovering turns protoactor's panic on a failed listen into an error.
@@ -251,10 +273,12 @@ type Stats struct {
 }
 
 // Stats returns the guard's counters.
-func (r *Remote) Stats() Stats {
-	s := Stats{Passed: r.guard.passed.Load(), Rejected: map[string]uint64{}}
+func (r *Remote) Stats() Stats { return r.guard.stats() }
+
+func (g *guard) stats() Stats {
+	s := Stats{Passed: g.passed.Load(), Rejected: map[string]uint64{}}
 	for i := RejectReason(0); i < numRejectReasons; i++ {
-		if n := r.guard.rejects[i].Load(); n > 0 {
+		if n := g.rejects[i].Load(); n > 0 {
 			s.Rejected[i.String()] = n
 		}
 	}

@@ -92,7 +92,7 @@ func (s *service) startMember(registry *test.InMemAgent, addr string, nodeID uin
 	if err != nil {
 		return nil, err
 	}
-	rc, err := cluster.RemoteConfig(remote.Config{Address: addr})
+	rc, err := cluster.RemoteConfig(system, remote.Config{Address: addr})
 	if err != nil {
 		return nil, err
 	}
