@@ -18,7 +18,7 @@ NORACE_PKGS ?= ./remote/... ./cluster ./cluster/clustertest/... ./examples/order
 # vet, formatting, the .proto drift check and every test under the race
 # detector, then the multi-remote tests without it.
 test: vet fmt-check
-	$(GO) test -race -timeout 18m $(PKGS)
+	$(GO) test -race -count=1 -timeout 18m $(PKGS)
 	$(GO) test -count=1 -timeout 10m $(NORACE_PKGS)
 
 vet:
