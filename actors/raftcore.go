@@ -1,7 +1,9 @@
 package actors
 
 import (
+	"errors"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -79,6 +81,8 @@ type coreShared struct {
 	next        core.Handle
 	writes      int
 	incarnation uint64
+	// rejected counts wire messages the core refused, by error code name.
+	rejected map[string]uint64
 }
 
 type handedWrite struct {
@@ -358,6 +362,13 @@ func (r *raftCore) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		return
 	}
 	if err != nil {
+		var se *core.StepError
+		if isWire(msg) && errors.As(err, &se) {
+			if r.sh.rejected == nil {
+				r.sh.rejected = map[string]uint64{}
+			}
+			r.sh.rejected[se.Code.String()]++
+		}
 		r.log().Debug("raftcore: message refused", slog.String("type", typeName(msg)), slog.Any("err", err))
 	}
 }
@@ -737,6 +748,9 @@ func (r *raftCore) apply(ctx actor.Context, m proto.Message) {
 func (r *raftCore) metrics() *messages.Metrics {
 	m := r.c.Metrics()
 	m.PendingWrites = uint64(r.sh.writes)
+	if len(r.sh.rejected) > 0 {
+		m.RejectedMessages = maps.Clone(r.sh.rejected)
+	}
 	if m.StorageError == nil && r.n.writer.isFailed.Load() {
 		m.StorageError = newError(messages.ErrorCode_ERROR_CODE_STORAGE_FAILED, "storage failed")
 	}
@@ -937,4 +951,15 @@ func typeName(m any) string {
 		return string(pm.ProtoReflect().Descriptor().FullName())
 	}
 	return "go:" + slog.AnyValue(m).Kind().String()
+}
+
+// isWire reports whether msg is a message another node sends.
+func isWire(msg any) bool {
+	switch msg.(type) {
+	case *messages.VoteRequest, *messages.VoteResponse, *messages.AppendEntriesRequest,
+		*messages.AppendEntriesResponse, *messages.InstallSnapshotRequest, *messages.InstallSnapshotResponse,
+		*messages.TimeoutNowRequest, *messages.WireReject:
+		return true
+	}
+	return false
 }

@@ -1264,9 +1264,15 @@ type Metrics struct {
 	Peers         []*PeerMetrics `protobuf:"bytes,16,rep,name=peers,proto3" json:"peers,omitempty"`
 	PendingWrites uint64         `protobuf:"varint,17,opt,name=pending_writes,json=pendingWrites,proto3" json:"pending_writes,omitempty"`
 	// storage_error is set once the node's storage failed.
-	StorageError  *Error `protobuf:"bytes,18,opt,name=storage_error,json=storageError,proto3" json:"storage_error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StorageError *Error `protobuf:"bytes,18,opt,name=storage_error,json=storageError,proto3" json:"storage_error,omitempty"`
+	// rejected_messages counts the messages from other nodes that Raft
+	// refused since the node started, by the ErrorCode name of the reason
+	// (ERROR_CODE_WRONG_CLUSTER, ERROR_CODE_UNKNOWN_SENDER, ERROR_CODE_INVALID,
+	// ERROR_CODE_STALE_TERM, ...). What the transport dropped before Raft saw
+	// it is counted by remote.Remote.Stats.
+	RejectedMessages map[string]uint64 `protobuf:"bytes,19,rep,name=rejected_messages,json=rejectedMessages,proto3" json:"rejected_messages,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Metrics) Reset() {
@@ -1421,6 +1427,13 @@ func (x *Metrics) GetPendingWrites() uint64 {
 func (x *Metrics) GetStorageError() *Error {
 	if x != nil {
 		return x.StorageError
+	}
+	return nil
+}
+
+func (x *Metrics) GetRejectedMessages() map[string]uint64 {
+	if x != nil {
+		return x.RejectedMessages
 	}
 	return nil
 }
@@ -1729,7 +1742,7 @@ const file_client_proto_rawDesc = "" +
 	"\x0flast_contact_ms\x18\b \x01(\x04R\rlastContactMs\x12)\n" +
 	"\x10inflight_entries\x18\t \x01(\x04R\x0finflightEntries\x12%\n" +
 	"\x0einflight_bytes\x18\n" +
-	" \x01(\x04R\rinflightBytes\"\xa8\x05\n" +
+	" \x01(\x04R\rinflightBytes\"\xc4\x06\n" +
 	"\aMetrics\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x19\n" +
@@ -1752,7 +1765,11 @@ const file_client_proto_rawDesc = "" +
 	"\x10membership_index\x18\x0f \x01(\x04R\x0fmembershipIndex\x12,\n" +
 	"\x05peers\x18\x10 \x03(\v2\x16.raftor.v1.PeerMetricsR\x05peers\x12%\n" +
 	"\x0epending_writes\x18\x11 \x01(\x04R\rpendingWrites\x125\n" +
-	"\rstorage_error\x18\x12 \x01(\v2\x10.raftor.v1.ErrorR\fstorageError\"?\n" +
+	"\rstorage_error\x18\x12 \x01(\v2\x10.raftor.v1.ErrorR\fstorageError\x12U\n" +
+	"\x11rejected_messages\x18\x13 \x03(\v2(.raftor.v1.Metrics.RejectedMessagesEntryR\x10rejectedMessages\x1aC\n" +
+	"\x15RejectedMessagesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"?\n" +
 	"\x0fMetricsResponse\x12,\n" +
 	"\ametrics\x18\x01 \x01(\v2\x12.raftor.v1.MetricsR\ametrics\"\xe5\x03\n" +
 	"\x10ForwardedRequest\x12\x12\n" +
@@ -1793,7 +1810,7 @@ func file_client_proto_rawDescGZIP() []byte {
 }
 
 var file_client_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_client_proto_goTypes = []any{
 	(Role)(0),                        // 0: raftor.v1.Role
 	(ReplicationMode)(0),             // 1: raftor.v1.ReplicationMode
@@ -1818,43 +1835,45 @@ var file_client_proto_goTypes = []any{
 	(*Metrics)(nil),                  // 20: raftor.v1.Metrics
 	(*MetricsResponse)(nil),          // 21: raftor.v1.MetricsResponse
 	(*ForwardedRequest)(nil),         // 22: raftor.v1.ForwardedRequest
-	(*Membership)(nil),               // 23: raftor.v1.Membership
-	(*Error)(nil),                    // 24: raftor.v1.Error
-	(*anypb.Any)(nil),                // 25: google.protobuf.Any
-	(*RequestID)(nil),                // 26: raftor.v1.RequestID
-	(*SnapshotMeta)(nil),             // 27: raftor.v1.SnapshotMeta
+	nil,                              // 23: raftor.v1.Metrics.RejectedMessagesEntry
+	(*Membership)(nil),               // 24: raftor.v1.Membership
+	(*Error)(nil),                    // 25: raftor.v1.Error
+	(*anypb.Any)(nil),                // 26: google.protobuf.Any
+	(*RequestID)(nil),                // 27: raftor.v1.RequestID
+	(*SnapshotMeta)(nil),             // 28: raftor.v1.SnapshotMeta
 }
 var file_client_proto_depIdxs = []int32{
-	23, // 0: raftor.v1.InitializeRequest.membership:type_name -> raftor.v1.Membership
-	24, // 1: raftor.v1.InitializeResponse.error:type_name -> raftor.v1.Error
-	25, // 2: raftor.v1.ClientWriteRequest.command:type_name -> google.protobuf.Any
-	26, // 3: raftor.v1.ClientWriteRequest.request:type_name -> raftor.v1.RequestID
-	25, // 4: raftor.v1.ClientWriteResponse.typed_result:type_name -> google.protobuf.Any
-	24, // 5: raftor.v1.ClientWriteResponse.error:type_name -> raftor.v1.Error
-	26, // 6: raftor.v1.ClientWriteResponse.request:type_name -> raftor.v1.RequestID
-	24, // 7: raftor.v1.ReadIndexResponse.error:type_name -> raftor.v1.Error
-	23, // 8: raftor.v1.MembershipChangeResponse.membership:type_name -> raftor.v1.Membership
-	24, // 9: raftor.v1.MembershipChangeResponse.error:type_name -> raftor.v1.Error
-	24, // 10: raftor.v1.TransferLeaderResponse.error:type_name -> raftor.v1.Error
-	27, // 11: raftor.v1.TriggerSnapshotResponse.meta:type_name -> raftor.v1.SnapshotMeta
-	24, // 12: raftor.v1.TriggerSnapshotResponse.error:type_name -> raftor.v1.Error
+	24, // 0: raftor.v1.InitializeRequest.membership:type_name -> raftor.v1.Membership
+	25, // 1: raftor.v1.InitializeResponse.error:type_name -> raftor.v1.Error
+	26, // 2: raftor.v1.ClientWriteRequest.command:type_name -> google.protobuf.Any
+	27, // 3: raftor.v1.ClientWriteRequest.request:type_name -> raftor.v1.RequestID
+	26, // 4: raftor.v1.ClientWriteResponse.typed_result:type_name -> google.protobuf.Any
+	25, // 5: raftor.v1.ClientWriteResponse.error:type_name -> raftor.v1.Error
+	27, // 6: raftor.v1.ClientWriteResponse.request:type_name -> raftor.v1.RequestID
+	25, // 7: raftor.v1.ReadIndexResponse.error:type_name -> raftor.v1.Error
+	24, // 8: raftor.v1.MembershipChangeResponse.membership:type_name -> raftor.v1.Membership
+	25, // 9: raftor.v1.MembershipChangeResponse.error:type_name -> raftor.v1.Error
+	25, // 10: raftor.v1.TransferLeaderResponse.error:type_name -> raftor.v1.Error
+	28, // 11: raftor.v1.TriggerSnapshotResponse.meta:type_name -> raftor.v1.SnapshotMeta
+	25, // 12: raftor.v1.TriggerSnapshotResponse.error:type_name -> raftor.v1.Error
 	1,  // 13: raftor.v1.PeerMetrics.mode:type_name -> raftor.v1.ReplicationMode
 	0,  // 14: raftor.v1.Metrics.role:type_name -> raftor.v1.Role
-	23, // 15: raftor.v1.Metrics.membership:type_name -> raftor.v1.Membership
+	24, // 15: raftor.v1.Metrics.membership:type_name -> raftor.v1.Membership
 	19, // 16: raftor.v1.Metrics.peers:type_name -> raftor.v1.PeerMetrics
-	24, // 17: raftor.v1.Metrics.storage_error:type_name -> raftor.v1.Error
-	20, // 18: raftor.v1.MetricsResponse.metrics:type_name -> raftor.v1.Metrics
-	4,  // 19: raftor.v1.ForwardedRequest.write:type_name -> raftor.v1.ClientWriteRequest
-	6,  // 20: raftor.v1.ForwardedRequest.read_index:type_name -> raftor.v1.ReadIndexRequest
-	10, // 21: raftor.v1.ForwardedRequest.add_learner:type_name -> raftor.v1.AddLearnerRequest
-	11, // 22: raftor.v1.ForwardedRequest.change_membership:type_name -> raftor.v1.ChangeMembershipRequest
-	12, // 23: raftor.v1.ForwardedRequest.remove_learner:type_name -> raftor.v1.RemoveLearnerRequest
-	14, // 24: raftor.v1.ForwardedRequest.transfer_leader:type_name -> raftor.v1.TransferLeaderRequest
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	25, // 17: raftor.v1.Metrics.storage_error:type_name -> raftor.v1.Error
+	23, // 18: raftor.v1.Metrics.rejected_messages:type_name -> raftor.v1.Metrics.RejectedMessagesEntry
+	20, // 19: raftor.v1.MetricsResponse.metrics:type_name -> raftor.v1.Metrics
+	4,  // 20: raftor.v1.ForwardedRequest.write:type_name -> raftor.v1.ClientWriteRequest
+	6,  // 21: raftor.v1.ForwardedRequest.read_index:type_name -> raftor.v1.ReadIndexRequest
+	10, // 22: raftor.v1.ForwardedRequest.add_learner:type_name -> raftor.v1.AddLearnerRequest
+	11, // 23: raftor.v1.ForwardedRequest.change_membership:type_name -> raftor.v1.ChangeMembershipRequest
+	12, // 24: raftor.v1.ForwardedRequest.remove_learner:type_name -> raftor.v1.RemoveLearnerRequest
+	14, // 25: raftor.v1.ForwardedRequest.transfer_leader:type_name -> raftor.v1.TransferLeaderRequest
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_client_proto_init() }
@@ -1878,7 +1897,7 @@ func file_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_proto_rawDesc), len(file_client_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
