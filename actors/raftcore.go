@@ -433,22 +433,13 @@ func (r *raftCore) request(ctx actor.Context, m proto.Message, sender *actor.PID
 }
 
 func (r *raftCore) forwarded(ctx actor.Context, f *messages.ForwardedRequest, sender *actor.PID) {
-	hops := f.GetHops()
-	switch q := f.GetRequest().(type) {
-	case *messages.ForwardedRequest_Write:
-		r.write(ctx, q.Write, sender, hops)
-	case *messages.ForwardedRequest_ReadIndex:
-		r.request(ctx, q.ReadIndex, sender, hops)
-	case *messages.ForwardedRequest_AddLearner:
-		r.request(ctx, q.AddLearner, sender, hops)
-	case *messages.ForwardedRequest_ChangeMembership:
-		r.request(ctx, q.ChangeMembership, sender, hops)
-	case *messages.ForwardedRequest_RemoveLearner:
-		r.request(ctx, q.RemoveLearner, sender, hops)
-	case *messages.ForwardedRequest_TransferLeader:
-		r.request(ctx, q.TransferLeader, sender, hops)
-	default:
+	switch q := f.Unwrap().(type) {
+	case nil:
 		r.reply(ctx, sender, &messages.ClientWriteResponse{Error: newError(messages.ErrorCode_ERROR_CODE_INVALID, "forwarded request without a request")})
+	case *messages.ClientWriteRequest:
+		r.write(ctx, q, sender, f.GetHops())
+	default:
+		r.request(ctx, q, sender, f.GetHops())
 	}
 }
 
@@ -473,31 +464,18 @@ func (r *raftCore) forward(ctx actor.Context, h core.Handle, w *waiter, e *messa
 		return false
 	}
 	pid := r.n.peers.PeerPID(leader, e.GetLeaderAddress())
-	fwd := &messages.ForwardedRequest{From: r.n.cfg.NodeID, Hops: w.hops + 1}
-	switch q := w.req.(type) {
-	case *messages.ClientWriteRequest:
-		fwd.Request = &messages.ForwardedRequest_Write{Write: q}
-	case *messages.ReadIndexRequest:
-		if q.GetWaitApplied() {
-			// The read must wait for this node's own state machine: ask the
-			// leader for the read index and wait here.
-			read := proto.Clone(q).(*messages.ReadIndexRequest)
-			read.WaitApplied = false
-			fwd.Request = &messages.ForwardedRequest_ReadIndex{ReadIndex: read}
-			w.relay = r.n.newRelay(ctx.Self(), h)
-			ctx.RequestWithCustomSender(pid, fwd, w.relay)
-			return true
-		}
-		fwd.Request = &messages.ForwardedRequest_ReadIndex{ReadIndex: q}
-	case *messages.AddLearnerRequest:
-		fwd.Request = &messages.ForwardedRequest_AddLearner{AddLearner: q}
-	case *messages.ChangeMembershipRequest:
-		fwd.Request = &messages.ForwardedRequest_ChangeMembership{ChangeMembership: q}
-	case *messages.RemoveLearnerRequest:
-		fwd.Request = &messages.ForwardedRequest_RemoveLearner{RemoveLearner: q}
-	case *messages.TransferLeaderRequest:
-		fwd.Request = &messages.ForwardedRequest_TransferLeader{TransferLeader: q}
-	default:
+	if q, ok := w.req.(*messages.ReadIndexRequest); ok && q.GetWaitApplied() {
+		// The read must wait for this node's own state machine: ask the
+		// leader for the read index and wait here.
+		read := proto.Clone(q).(*messages.ReadIndexRequest)
+		read.WaitApplied = false
+		fwd, _ := messages.Forward(r.n.cfg.NodeID, w.hops+1, read)
+		w.relay = r.n.newRelay(ctx.Self(), h)
+		ctx.RequestWithCustomSender(pid, fwd, w.relay)
+		return true
+	}
+	fwd, ok := messages.Forward(r.n.cfg.NodeID, w.hops+1, w.req)
+	if !ok {
 		return false
 	}
 	r.drop(h)
@@ -860,19 +838,8 @@ func (r *raftCore) reply(ctx actor.Context, to *actor.PID, msg proto.Message) {
 func (r *raftCore) refuse(ctx actor.Context, msg any, sender *actor.PID, e *messages.Error) {
 	switch m := msg.(type) {
 	case *messages.ForwardedRequest:
-		switch q := m.GetRequest().(type) {
-		case *messages.ForwardedRequest_Write:
-			msg = q.Write
-		case *messages.ForwardedRequest_ReadIndex:
-			msg = q.ReadIndex
-		case *messages.ForwardedRequest_AddLearner:
-			msg = q.AddLearner
-		case *messages.ForwardedRequest_ChangeMembership:
-			msg = q.ChangeMembership
-		case *messages.ForwardedRequest_RemoveLearner:
-			msg = q.RemoveLearner
-		case *messages.ForwardedRequest_TransferLeader:
-			msg = q.TransferLeader
+		if q := m.Unwrap(); q != nil {
+			msg = q
 		}
 	case *messages.IsLeaderRequest:
 		r.reply(ctx, sender, &messages.IsLeaderResponse{})
