@@ -207,10 +207,10 @@ func (p *Peer) HandleAppendResponse(r *messages.AppendEntriesResponse) error {
 		if r.GetSuccess() {
 			p.readSeq = max(p.readSeq, r.GetReadSeq())
 		}
-		if p.mode == messages.ReplicationMode_REPLICATION_MODE_PROBE && p.probeSent && p.backoff == 0 {
+		if p.mode == messages.ReplicationMode_REPLICATION_MODE_PROBE && p.probeSent && p.backoff == 0 && p.probeLost(r) {
 			// The peer is reachable but the probe went unanswered (lost on
-			// the way, most likely): probe again now rather than after the
-			// stream's timeout. An answer to the old probe is ignored.
+			// the way): probe again now rather than after the stream's
+			// timeout. An answer to the old probe is ignored.
 			p.resetWindow()
 		}
 		p.maybeSend()
@@ -357,6 +357,29 @@ func (p *Peer) Tick() {
 	}
 }
 
+// probeLost says whether a heartbeat's answer shows that the probe in
+// flight was lost. The peer handles one stream's requests in order and
+// answers a heartbeat at once, while it answers a probe with entries only
+// once they are on its disk; so a heartbeat sent after the probe and
+// answered by a peer whose log already reaches the probe's last entry
+// means the probe is being written, not lost (re-sending it then would
+// send the same entries again and again to a slow disk). A heartbeat sent
+// before the probe says nothing of it. An empty probe is answered without
+// waiting for the disk, so a later heartbeat's answer does show it lost.
+func (p *Peer) probeLost(r *messages.AppendEntriesResponse) bool {
+	if len(p.inflight) == 0 {
+		return true
+	}
+	probe := p.inflight[0]
+	if r.GetSeq() < probe.seq {
+		return false
+	}
+	if probe.last < probe.first {
+		return true
+	}
+	return r.GetLastLogIndex() < probe.last
+}
+
 func (p *Peer) findInflight(seq uint64) int {
 	for k, f := range p.inflight {
 		if f.seq == seq {
@@ -489,10 +512,21 @@ func (p *Peer) report() {
 		ReadSeq: p.readSeq, Reachable: p.reachable, HigherTerm: p.higherTerm,
 		InflightEntries: uint64(len(p.inflight)), InflightBytes: p.inflightBytes, NeedsSnapshot: p.needsSnap,
 	}
-	if last := p.reported; last != nil && !r.Heard && proto.Equal(last, r) {
+	if last := p.reported; last != nil && !r.Heard && sameReport(last, r) {
 		return
 	}
 	p.heard = false
 	p.reported = r
 	p.out.Report = r
+}
+
+// sameReport says whether two reports carry the same news. It compares the
+// fields one by one: this runs on every response, and proto.Equal's
+// reflection cost more than the rest of the peer's work.
+func sameReport(a, b *messages.ReplicationReport) bool {
+	return a.GetTerm() == b.GetTerm() && a.GetPeer() == b.GetPeer() && a.GetMatchIndex() == b.GetMatchIndex() &&
+		a.GetNextIndex() == b.GetNextIndex() && a.GetMode() == b.GetMode() && a.GetHeard() == b.GetHeard() &&
+		a.GetReadSeq() == b.GetReadSeq() && a.GetReachable() == b.GetReachable() &&
+		a.GetHigherTerm() == b.GetHigherTerm() && a.GetInflightEntries() == b.GetInflightEntries() &&
+		a.GetInflightBytes() == b.GetInflightBytes() && a.GetNeedsSnapshot() == b.GetNeedsSnapshot()
 }

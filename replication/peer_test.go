@@ -325,3 +325,50 @@ func TestPeerReprobeOnHeartbeat(t *testing.T) {
 		t.Fatalf("after a heartbeat answer %v, want a new probe like %v", again, first)
 	}
 }
+
+// A heartbeat answered while a probe with entries is unanswered re-sends
+// the probe only when the answer shows the probe lost: a peer that already
+// holds the probe's entries is writing them to its disk, and a heartbeat
+// sent before the probe says nothing of it.
+func TestPeerReprobeOnlyWhenTheProbeIsLost(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		before     bool   // the heartbeat was sent before the probe
+		lastLog    uint64 // the peer's last index in the heartbeat's answer
+		wantResend bool
+	}{
+		{name: "peer lacks the probe's entries", lastLog: 1, wantResend: true},
+		{name: "peer holds some of them", lastLog: 3, wantResend: true},
+		{name: "peer holds them all (being synced)", lastLog: 4},
+		{name: "heartbeat older than the probe", before: true, lastLog: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := start(5, 5, 5, 5)
+			st.NextIndex = 2
+			p := newPeer(t, Config{}, st)
+			probe := sends(p.Output())[0]
+			if probe.Lo != 2 || probe.Hi != 5 {
+				t.Fatalf("probe %v, want entries 2..4", probe)
+			}
+			_ = p.Notify(&messages.ReplicationNotify{Term: 5, Heartbeat: true, ReadSeq: 1})
+			hb := sends(p.Output())[0]
+			seq := hb.Seq
+			if tc.before {
+				seq = probe.Seq - 1
+			}
+			_ = p.HandleAppendResponse(&messages.AppendEntriesResponse{Header: &messages.Header{From: 2, Term: 5}, Seq: seq,
+				Success: true, Heartbeat: true, ReadSeq: 1, LastLogIndex: tc.lastLog})
+			again := sends(p.Output())
+			if resent := len(again) == 1 && again[0].Lo == probe.Lo && again[0].Seq != probe.Seq; resent != tc.wantResend {
+				t.Fatalf("after the heartbeat's answer: sends %v, want a re-sent probe: %v", again, tc.wantResend)
+			}
+			if !tc.wantResend {
+				// The probe's own answer still counts.
+				ack(p, probe)
+				if p.Match() != 4 {
+					t.Fatalf("match %d after the probe's answer, want 4", p.Match())
+				}
+			}
+		})
+	}
+}

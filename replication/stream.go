@@ -48,7 +48,17 @@ type snapSend struct {
 	seq    uint64
 	meta   *messages.SnapshotMeta
 	offset uint64
+	// final is set once the last chunk is on the wire: the peer answers
+	// it only after verifying the body and restoring its state machine
+	// from it, which takes far longer than one request.
+	final bool
 }
+
+// finalChunkTimeoutFactor multiplies RequestTimeoutTicks for the last chunk
+// of a snapshot, whose answer waits for the peer's restore. A restore of a
+// large state machine outlasts a request timeout, and re-sending the
+// snapshot then would only start the same restore again.
+const finalChunkTimeoutFactor = 20
 
 // StreamOutput is what a Stream asks its actor to do.
 type StreamOutput struct {
@@ -231,6 +241,7 @@ func (s *Stream) HandleSnapshotChunk(r *messages.StorageSnapshotChunk) error {
 		s.out.ToPeer = append(s.out.ToPeer, &messages.StreamFailure{Term: s.cfg.Term, Seq: sn.seq, Error: r.GetError()})
 		return nil
 	}
+	sn.final = r.GetDone()
 	s.emit(sn.seq, &messages.InstallSnapshotRequest{Header: s.hdr(), Meta: sn.meta, Offset: r.GetOffset(),
 		Data: r.GetData(), Done: r.GetDone(), Seq: sn.seq})
 	return nil
@@ -285,7 +296,11 @@ func (s *Stream) Tick() {
 	s.now++
 	var expired []uint64
 	for seq, at := range s.sent {
-		if s.now-at >= uint64(s.cfg.RequestTimeoutTicks) {
+		limit := uint64(s.cfg.RequestTimeoutTicks)
+		if sn := s.snap; sn != nil && sn.seq == seq && sn.final {
+			limit *= finalChunkTimeoutFactor
+		}
+		if s.now-at >= limit {
 			expired = append(expired, seq)
 		}
 	}

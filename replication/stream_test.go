@@ -179,3 +179,48 @@ func TestStreamIgnoresOlderTermAnswers(t *testing.T) {
 		t.Fatalf("request not timed out: %v", out.ToPeer)
 	}
 }
+
+// The last chunk of a snapshot is answered only after the peer restored
+// its state machine from it, so it waits finalChunkTimeoutFactor request
+// timeouts before the stream gives up on it; any other chunk waits one.
+func TestStreamFinalSnapshotChunkWaitsForTheRestore(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		final bool
+		want  int // ticks until the failure
+	}{
+		{name: "a middle chunk", want: 10},
+		{name: "the last chunk", final: true, want: 10 * finalChunkTimeoutFactor},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStream(t, Config{SnapshotChunkBytes: 4, RequestTimeoutTicks: 10})
+			meta := &messages.SnapshotMeta{Index: 9, Term: 5, Id: "s", Size: 8}
+			_ = s.SendSnapshot(&messages.StreamSendSnapshot{Term: 5, Seq: 7, Meta: meta})
+			rd := s.Output().Storage[0].(*messages.StorageReadSnapshotChunk)
+			offset := uint64(0)
+			if tc.final {
+				offset = 4
+			}
+			_ = s.HandleSnapshotChunk(&messages.StorageSnapshotChunk{Seq: rd.Seq, Offset: offset, Data: []byte("abcd"), Done: tc.final})
+			if sent := s.Output().Send; len(sent) != 1 {
+				t.Fatalf("sent %v, want one chunk", sent)
+			}
+			for tick := 1; tick <= 10*finalChunkTimeoutFactor+1; tick++ {
+				s.Tick()
+				out := s.Output()
+				if len(out.ToPeer) == 0 {
+					continue
+				}
+				f, ok := out.ToPeer[0].(*messages.StreamFailure)
+				if !ok || f.GetSeq() != 7 {
+					t.Fatalf("after %d ticks: %v, want a failure of seq 7", tick, out.ToPeer)
+				}
+				if tick != tc.want {
+					t.Fatalf("the chunk failed after %d ticks, want %d", tick, tc.want)
+				}
+				return
+			}
+			t.Fatal("the chunk never timed out")
+		})
+	}
+}
