@@ -410,6 +410,7 @@ func (c *Core) status() Status {
 		ID: c.cfg.ID, Role: c.role, Term: c.term, Vote: c.vote, Leader: c.leader, Commit: c.commit,
 		Applied: c.applied, Durable: c.durable, LastIndex: c.ti.LastIndex(), LastTerm: c.ti.LastTerm(),
 		FirstIndex: c.ti.FirstIndex(), SnapshotIndex: c.snap.GetIndex(), Membership: m, MembershipIndex: idx,
+		BytesSinceSnapshot: c.appliedBytes - c.snapBytes,
 	}
 	if c.transfer != nil {
 		s.Transferring = c.transfer.target

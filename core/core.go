@@ -85,6 +85,15 @@ type Config struct {
 	// snapshot so that slightly lagging peers need no snapshot. Default 1024.
 	SnapshotEntries  uint64
 	SnapshotTrailing uint64
+	// SnapshotBytes asks for a snapshot once the entries applied since the
+	// last one add up to this many bytes (as ApplyResult.applied_bytes
+	// reports them), whichever of SnapshotEntries and SnapshotBytes comes
+	// first; 0 disables it. It bounds the log of a workload with large
+	// entries, where a count alone would let the log grow to gigabytes.
+	// The count starts again at zero when the node starts: bytes applied
+	// before a restart are not remembered (SnapshotEntries, which counts
+	// indexes, still bounds the log then).
+	SnapshotBytes uint64
 
 	// Logger receives debug and warning lines; nil discards them.
 	Logger *slog.Logger
@@ -187,7 +196,10 @@ type Status struct {
 	// index covered by the latest snapshot.
 	FirstIndex    uint64
 	SnapshotIndex uint64
-	Membership    *messages.Membership
+	// BytesSinceSnapshot is the size of the entries applied since the latest
+	// snapshot, the count that Config.SnapshotBytes is compared with.
+	BytesSinceSnapshot uint64
+	Membership         *messages.Membership
 	// MembershipIndex is the log index of Membership (the latest one,
 	// in force even when uncommitted).
 	MembershipIndex uint64

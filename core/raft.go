@@ -296,7 +296,10 @@ func (c *Core) updateSoft() {
 	s := SoftState{Role: c.role, Term: c.term, Leader: c.leader}
 	if s != c.lastSoft {
 		c.lastSoft = s
-		c.rd.SoftState = &s
+		// A copy, so that s stays on the stack: this runs on every input
+		// and the state rarely changes.
+		changed := s
+		c.rd.SoftState = &changed
 	}
 }
 

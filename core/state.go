@@ -68,6 +68,17 @@ type Core struct {
 	// Snapshots.
 	snapSeq      uint64
 	snapBuilding bool
+	// appliedBytes counts the entry bytes the apply actor reported applied
+	// since this core started; snapBytes is its value at the index of the
+	// latest snapshot, so appliedBytes-snapBytes is what SnapshotBytes is
+	// compared with. The apply actor keeps applying while a snapshot is
+	// built, and the snapshot lands at an index the core learns only when
+	// it is done: byteMarks records (applied, appliedBytes) at each apply
+	// result while one is built, so that the count restarts exactly at the
+	// snapshot's index.
+	appliedBytes uint64
+	snapBytes    uint64
+	byteMarks    []byteMark
 	snapWaiters  []Handle
 	install      *installState
 	restoreSeq   uint64
@@ -90,6 +101,12 @@ type peer struct {
 	inflE    uint64
 	inflB    uint64
 	needSnap bool
+}
+
+// byteMark is the apply progress at one ApplyResult: entries up to index
+// added up to total bytes.
+type byteMark struct {
+	index, total uint64
 }
 
 type readState int

@@ -472,6 +472,12 @@ func (c *Core) stepApplyResult(m *messages.ApplyResult) error {
 	}
 	if m.GetAppliedIndex() > c.applied {
 		c.applied = m.GetAppliedIndex()
+		// Bytes count only with progress: a repeated report (a restarted
+		// apply actor) must not count the same entries twice.
+		c.appliedBytes += m.GetAppliedBytes()
+		if c.snapBuilding {
+			c.markBytes()
+		}
 	}
 	keep := c.reads[:0]
 	for _, r := range c.reads {
@@ -485,10 +491,58 @@ func (c *Core) stepApplyResult(m *messages.ApplyResult) error {
 		keep = append(keep, r)
 	}
 	c.reads = keep
-	if c.cfg.SnapshotEntries > 0 && c.applied >= c.snap.GetIndex()+c.cfg.SnapshotEntries {
+	if c.snapshotDue() {
 		c.requestSnapshot()
 	}
 	return nil
+}
+
+// snapshotDue is the automatic snapshot policy: enough entries or enough
+// bytes were applied since the latest snapshot.
+func (c *Core) snapshotDue() bool {
+	if n := c.cfg.SnapshotEntries; n > 0 && c.applied >= c.snap.GetIndex()+n {
+		return true
+	}
+	if n := c.cfg.SnapshotBytes; n > 0 && c.appliedBytes-c.snapBytes >= n {
+		return true
+	}
+	return false
+}
+
+// maxByteMarks bounds the marks kept during one snapshot build, which can
+// take long (a large state machine, a slow disk).
+const maxByteMarks = 1024
+
+// markBytes records the apply progress while a snapshot is built. When the
+// marks fill up, every other one goes (the first, taken when the build was
+// asked for, stays): bytesAt then answers from an earlier mark, which
+// counts a few more bytes as applied after the snapshot and makes the next
+// one come a little early, never late.
+func (c *Core) markBytes() {
+	if len(c.byteMarks) >= maxByteMarks {
+		k := 1
+		for i := 2; i < len(c.byteMarks); i += 2 {
+			c.byteMarks[k] = c.byteMarks[i]
+			k++
+		}
+		c.byteMarks = c.byteMarks[:k]
+	}
+	c.byteMarks = append(c.byteMarks, byteMark{index: c.applied, total: c.appliedBytes})
+}
+
+// bytesAt returns appliedBytes as it stood when entries up to index were
+// applied, from the marks taken while a snapshot was built. The apply actor
+// builds at its own applied index, never below what it reported, so the
+// first mark (taken when the build was asked for) is at or below index.
+func (c *Core) bytesAt(index uint64) uint64 {
+	total := c.snapBytes
+	for _, m := range c.byteMarks {
+		if m.index > index {
+			break
+		}
+		total = m.total
+	}
+	return total
 }
 
 // ---- snapshots ----
@@ -498,6 +552,8 @@ func (c *Core) requestSnapshot() {
 		return
 	}
 	c.snapBuilding = true
+	// The marks of the previous build are spent; start from here.
+	c.byteMarks = append(c.byteMarks[:0], byteMark{index: c.applied, total: c.appliedBytes})
 	c.snapSeq++
 	c.rd.Apply = append(c.rd.Apply, &messages.BuildSnapshot{Seq: c.snapSeq})
 }
@@ -540,6 +596,7 @@ func (c *Core) stepSnapshotBuilt(m *messages.SnapshotBuilt) error {
 	if meta.GetIndex() <= c.snap.GetIndex() {
 		return nil
 	}
+	c.snapBytes = c.bytesAt(meta.GetIndex())
 	c.setSnapshot(meta)
 	if meta.GetIndex() > c.cfg.SnapshotTrailing {
 		if purge := meta.GetIndex() - c.cfg.SnapshotTrailing; purge >= c.ti.FirstIndex() {
@@ -696,6 +753,8 @@ func (c *Core) stepSnapshotRestored(m *messages.SnapshotRestored) error {
 	}
 	c.restoring = m.GetSeq() < c.restoreSeq
 	c.applied = max(c.applied, m.GetMeta().GetIndex())
+	// The state machine is the snapshot now: nothing applied since.
+	c.snapBytes = c.appliedBytes
 	in := c.install
 	c.install = nil
 	if in != nil && in.term == c.term && in.local.GetId() == m.GetMeta().GetId() {

@@ -1846,10 +1846,15 @@ func (x *ApplyCommitted) GetWaiters() []*ApplyWaiter {
 
 // ApplyResult reports progress of the apply actor.
 type ApplyResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	AppliedTerm   uint64                 `protobuf:"varint,2,opt,name=applied_term,json=appliedTerm,proto3" json:"applied_term,omitempty"`
-	Error         *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedTerm  uint64                 `protobuf:"varint,2,opt,name=applied_term,json=appliedTerm,proto3" json:"applied_term,omitempty"`
+	Error        *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// applied_bytes is the size of the entries applied since the previous
+	// ApplyResult (the encoded size of each entry), so that RaftCore, which
+	// holds no payloads, can take a snapshot once enough log bytes were
+	// applied (Config.SnapshotBytes).
+	AppliedBytes  uint64 `protobuf:"varint,4,opt,name=applied_bytes,json=appliedBytes,proto3" json:"applied_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1903,6 +1908,13 @@ func (x *ApplyResult) GetError() *Error {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *ApplyResult) GetAppliedBytes() uint64 {
+	if x != nil {
+		return x.AppliedBytes
+	}
+	return 0
 }
 
 // BuildSnapshot asks the apply actor for a snapshot of the state machine at
@@ -2288,11 +2300,12 @@ const file_internal_proto_rawDesc = "" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12!\n" +
 	"\fcommit_index\x18\x02 \x01(\x04R\vcommitIndex\x12*\n" +
 	"\aentries\x18\x03 \x03(\v2\x10.raftor.v1.EntryR\aentries\x120\n" +
-	"\awaiters\x18\x04 \x03(\v2\x16.raftor.v1.ApplyWaiterR\awaiters\"}\n" +
+	"\awaiters\x18\x04 \x03(\v2\x16.raftor.v1.ApplyWaiterR\awaiters\"\xa2\x01\n" +
 	"\vApplyResult\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12!\n" +
 	"\fapplied_term\x18\x02 \x01(\x04R\vappliedTerm\x12&\n" +
-	"\x05error\x18\x03 \x01(\v2\x10.raftor.v1.ErrorR\x05error\"!\n" +
+	"\x05error\x18\x03 \x01(\v2\x10.raftor.v1.ErrorR\x05error\x12#\n" +
+	"\rapplied_bytes\x18\x04 \x01(\x04R\fappliedBytes\"!\n" +
 	"\rBuildSnapshot\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"v\n" +
 	"\rSnapshotBuilt\x12\x10\n" +

@@ -333,6 +333,7 @@ func (n *Node) apply(a *messages.ApplyCommitted) {
 	for _, e := range a.GetEntries() {
 		attached[e.GetIndex()] = e
 	}
+	var bytes uint64
 	for i := n.sm.applied + 1; i <= a.GetCommitIndex(); i++ {
 		e := attached[i]
 		if e == nil {
@@ -347,6 +348,7 @@ func (n *Node) apply(a *messages.ApplyCommitted) {
 		n.net.applied[i] = e
 		n.sm.entries = append(n.sm.entries, e)
 		n.sm.applied = i
+		bytes += uint64(proto.Size(e)) // as the apply actor counts them, for Config.SnapshotBytes
 	}
 	for _, w := range a.GetWaiters() {
 		e := n.sm.at(w.GetIndex())
@@ -358,7 +360,7 @@ func (n *Node) apply(a *messages.ApplyCommitted) {
 		}
 		n.Responses = append(n.Responses, core.Response{Handle: core.Handle(w.GetHandle()), Msg: r})
 	}
-	if err := n.Core.Step(&messages.ApplyResult{AppliedIndex: n.sm.applied}); err != nil {
+	if err := n.Core.Step(&messages.ApplyResult{AppliedIndex: n.sm.applied, AppliedBytes: bytes}); err != nil {
 		tb.Fatalf("coretest: node %d: apply result: %v", n.ID, err)
 	}
 }
