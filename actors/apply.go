@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/raftor/raftor/messages"
 	"github.com/raftor/raftor/store"
@@ -81,8 +82,11 @@ type applyActor struct {
 	reading, readSeq uint64
 	flushQueued      bool
 	failed           *messages.Error
-	// reported is the applied index last reported to RaftCore.
-	reported uint64
+	// reported is the applied index last reported to RaftCore;
+	// unreportedBytes the encoded size of the entries applied since, which
+	// RaftCore's SnapshotBytes policy counts.
+	reported        uint64
+	unreportedBytes uint64
 
 	// memberships are the configurations at or below commit, latest last;
 	// snapMembership is the one a snapshot at applied would carry.
@@ -218,7 +222,8 @@ func (a *applyActor) run(ctx actor.Context) {
 		if done != a.applied {
 			term = 0
 		}
-		ctx.Send(a.core, &messages.ApplyResult{AppliedIndex: done, AppliedTerm: term})
+		ctx.Send(a.core, &messages.ApplyResult{AppliedIndex: done, AppliedTerm: term, AppliedBytes: a.unreportedBytes})
+		a.unreportedBytes = 0
 	}
 }
 
@@ -285,6 +290,7 @@ func (a *applyActor) apply(ctx actor.Context, batch []*messages.Entry) bool {
 			ctx.Send(w.pid, resp)
 		}
 		a.applied, a.appliedTerm = e.GetIndex(), e.GetTerm()
+		a.unreportedBytes += uint64(proto.Size(e))
 	}
 	a.trimMemberships()
 	return true
@@ -374,7 +380,8 @@ func (a *applyActor) restore(ctx actor.Context, m *messages.RestoreSnapshot) *me
 			delete(a.pending, i)
 		}
 	}
-	for idx, ws := range a.waiters {
+	for _, idx := range sortedKeys(a.waiters) {
+		ws := a.waiters[idx]
 		if idx <= a.applied {
 			// A snapshot replaced the entries: their results are unknown here.
 			for _, w := range ws {

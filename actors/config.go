@@ -69,6 +69,13 @@ type Config struct {
 	// SnapshotTrailing entries stay in the log after it. Default 1024.
 	SnapshotEntries  uint64
 	SnapshotTrailing uint64
+	// SnapshotBytes triggers a snapshot once the entries applied since the
+	// last one add up to this many bytes (their encoded size), whichever of
+	// SnapshotEntries and SnapshotBytes comes first; 0 disables it. Set it
+	// when entries are large: it bounds the log's size on disk, where
+	// SnapshotEntries bounds its length. The count restarts at zero when
+	// the node restarts.
+	SnapshotBytes uint64
 
 	// RequestTimeout bounds a request that has no deadline of its own.
 	// Default 10s.
@@ -83,8 +90,10 @@ type Config struct {
 	// CoreName(...) at the node's address, or in this actor system when
 	// the address is empty.
 	Peers PeerResolver
-	// Dispatcher runs the node's actors. Default: protoactor's goroutine
-	// dispatcher. A simulator hands in a deterministic one.
+	// Dispatcher runs the node's actors. Default: a pool of worker
+	// goroutines of the node's own, which reuses a worker (and its grown
+	// stack) for the next mailbox run where protoactor's default dispatcher
+	// starts a goroutine per run. A simulator hands in a deterministic one.
 	Dispatcher actor.Dispatcher
 	// InlineStorage runs the storage actor's writes inside its own mailbox
 	// runs instead of on a writer goroutine: appends queued in its mailbox
@@ -92,6 +101,11 @@ type Config struct {
 	// deterministic Dispatcher and Clock, a node starts no goroutine of its
 	// own (for simulators).
 	InlineStorage bool
+	// SharedWriter is the storage writer of the node's store when several
+	// groups' nodes share that store: their appends then share batches and
+	// fsyncs (see SharedWriter). It must write the store handed to Start.
+	// Nil gives the node a writer of its own. Not with InlineStorage.
+	SharedWriter *SharedWriter
 	// Logger receives the node's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -183,6 +197,9 @@ func (c Config) Validate() error {
 	}
 	if d.RequestTimeout < 0 {
 		bad("RequestTimeout must not be negative")
+	}
+	if d.InlineStorage && d.SharedWriter != nil {
+		bad("InlineStorage and SharedWriter exclude each other (a shared writer runs on its own goroutine)")
 	}
 	if d.LeaseRead && d.DisableCheckQuorum {
 		bad("LeaseRead requires check-quorum (DisableCheckQuorum is set)")

@@ -2,7 +2,8 @@
 // public Node API that applications use.
 //
 // A node is a RaftCore actor (core.Core's decisions), a storage actor (the
-// node's store.Store, with a writer goroutine for group commit), an apply
+// node's store.Store, with a writer goroutine for group commit, shared by
+// every group on the store through a SharedWriter), an apply
 // actor (the user's store.StateMachine) and, while the node leads, one
 // ReplicationState and one ReplicationStream actor per peer (the decisions
 // of replication.Peer and replication.Stream). They exchange the protobuf

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ type Node struct {
 
 	corePID, storagePID, applyPID *actor.PID
 	writer                        *storageWriter
+	lane                          *storageLane
 	replEnv                       *replEnv
 
 	metrics atomic.Pointer[messages.Metrics]
@@ -41,10 +43,12 @@ type Node struct {
 	mu       sync.Mutex
 	watchers map[int]chan *messages.Metrics
 	nextW    int
-	calls    map[*replyProcess]struct{}
 	stopped  bool
 	stopOnce sync.Once
 	done     chan struct{}
+	// pool is the default dispatcher the node made for itself (nil when
+	// Config.Dispatcher came from the caller); Stop closes it.
+	pool *workerPool
 }
 
 // WriteResult is the state machine's answer to a committed write.
@@ -76,12 +80,18 @@ func Start(system *actor.ActorSystem, cfg Config, sm store.StateMachine, st stor
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	var pool *workerPool
+	if cfg.Dispatcher == nil {
+		pool = newWorkerPool()
+		cfg.Dispatcher = pool
+	}
 	if id := st.Identity(); id != nil && (id.GetClusterId() != cfg.ClusterID || id.GetNodeId() != cfg.NodeID) {
 		return nil, fmt.Errorf("raftor: the store belongs to cluster %q node %d, not cluster %q node %d",
 			id.GetClusterId(), id.GetNodeId(), cfg.ClusterID, cfg.NodeID)
 	}
 	n := &Node{cfg: cfg, system: system, sm: sm, st: st, log: cfg.Logger.With(slog.Uint64("node", cfg.NodeID)),
-		watchers: map[int]chan *messages.Metrics{}, calls: map[*replyProcess]struct{}{}, done: make(chan struct{})}
+		watchers: map[int]chan *messages.Metrics{}, done: make(chan struct{}),
+		pool: pool}
 	n.peers = cfg.Peers
 	if n.peers == nil {
 		n.peers = namedPeers{system: system, clusterID: cfg.ClusterID, groupID: cfg.GroupID}
@@ -96,13 +106,24 @@ func Start(system *actor.ActorSystem, cfg Config, sm store.StateMachine, st stor
 		opts = append(opts, actor.WithDispatcher(cfg.Dispatcher))
 	}
 
-	n.writer = newStorageWriter(system, cfg.GroupID, st, n.log, cfg.InlineStorage)
 	var err error
+	if sw := cfg.SharedWriter; sw != nil {
+		if !sameStore(sw.Store(), st) {
+			return nil, errors.New("raftor: Config.SharedWriter writes another store than the one handed to Start")
+		}
+		n.writer = sw.w
+		if n.lane, err = n.writer.register(cfg.GroupID, system, false); err != nil {
+			return nil, err
+		}
+	} else {
+		n.writer = newStorageWriter(st, n.log, cfg.InlineStorage)
+		n.lane, _ = n.writer.register(cfg.GroupID, system, true)
+	}
 	n.storagePID, err = system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return newStorageActor(n.writer, cfg.GroupID, st, n.log)
+		return newStorageActor(n.lane, cfg.GroupID, st, n.log)
 	}, opts...), name("storage"))
 	if err != nil {
-		n.writer.close()
+		n.lane.close()
 		return nil, fmt.Errorf("raftor: spawn storage actor: %w", err)
 	}
 	applyStarts := new(int)
@@ -135,7 +156,7 @@ func (n *Node) coreConfig() core.Config {
 		PreVote: !c.DisablePreVote, CheckQuorum: !c.DisableCheckQuorum, LeaseRead: c.LeaseRead,
 		MaxUncommittedWrites: c.MaxPendingWrites, MaxEntryBytes: c.MaxEntryBytes,
 		MaxAppendEntries: c.MaxAppendEntries, MaxAppendBytes: c.MaxAppendBytes,
-		SnapshotEntries: c.SnapshotEntries, SnapshotTrailing: c.SnapshotTrailing,
+		SnapshotEntries: c.SnapshotEntries, SnapshotTrailing: c.SnapshotTrailing, SnapshotBytes: c.SnapshotBytes,
 		Logger: n.log,
 	}
 }
@@ -164,7 +185,9 @@ func (n *Node) Initialize(ctx context.Context, membership *messages.Membership) 
 // follower is forwarded to the leader. On a TIMEOUT or UNKNOWN_OUTCOME
 // error the write may or may not have been applied.
 func (n *Node) ClientWrite(ctx context.Context, data []byte) (*WriteResult, error) {
-	return n.Write(ctx, &messages.ClientWriteRequest{Data: data})
+	// A copy of data: on a timeout the call returns while the entry may
+	// still be on its way, and the caller may reuse its buffer.
+	return n.write(ctx, &messages.ClientWriteRequest{Data: bytes.Clone(data)})
 }
 
 // ClientWriteCommand is ClientWrite with a typed command; decode the typed
@@ -174,7 +197,7 @@ func (n *Node) ClientWriteCommand(ctx context.Context, cmd proto.Message) (*Writ
 	if err != nil {
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_INVALID, Msg: err.Error()}
 	}
-	return n.Write(ctx, &messages.ClientWriteRequest{Command: a})
+	return n.write(ctx, &messages.ClientWriteRequest{Command: a})
 }
 
 // Write sends a full ClientWriteRequest (to set a RequestID for
@@ -183,8 +206,14 @@ func (n *Node) Write(ctx context.Context, req *messages.ClientWriteRequest) (*Wr
 	if req == nil {
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_INVALID, Msg: "nil write request"}
 	}
-	// The node fills in timeout_ms: work on a copy of the caller's request.
-	resp, err := n.call(ctx, proto.Clone(req).(*messages.ClientWriteRequest))
+	// The node fills in timeout_ms, and the entry may still be on its way
+	// when the call returns: work on a copy of the caller's request.
+	return n.write(ctx, proto.Clone(req).(*messages.ClientWriteRequest))
+}
+
+// write sends req, which the node owns from now on.
+func (n *Node) write(ctx context.Context, req *messages.ClientWriteRequest) (*WriteResult, error) {
+	resp, err := n.call(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -314,12 +343,17 @@ func (n *Node) WatchMetrics() (<-chan *messages.Metrics, func()) {
 	}
 }
 
-// StorageStats returns the storage writer's counters.
-func (n *Node) StorageStats() StorageStats { return n.writer.stats() }
+// StorageStats returns the node's storage counters: its own appends and
+// the Append calls (fsyncs) that carried them, shared with other groups'
+// appends when the node uses a SharedWriter.
+func (n *Node) StorageStats() StorageStats { return n.lane.stats() }
 
-func (n *Node) publish(m *messages.Metrics) {
+// publish makes m the node's metrics and hands it to the watchers; changed
+// says the caller knows it differs from the last one, which spares the
+// comparison.
+func (n *Node) publish(m *messages.Metrics, changed bool) {
 	old := n.metrics.Swap(m)
-	if old != nil && proto.Equal(old, m) {
+	if !changed && old != nil && proto.Equal(old, m) {
 		return
 	}
 	n.mu.Lock()
@@ -337,13 +371,14 @@ func (n *Node) publish(m *messages.Metrics) {
 func (n *Node) publishFailure(e *messages.Error) {
 	m := proto.Clone(n.Metrics()).(*messages.Metrics)
 	m.StorageError = e
-	n.publish(m)
+	n.publish(m, true)
 }
 
 // Stop answers every waiting request (STOPPED, or UNKNOWN_OUTCOME for a
 // write that may still commit), stops the node's actors and its storage
-// writer, and closes the metrics watchers. The actor system, the state
-// machine and the store stay open. Stop is idempotent; like every blocking
+// writer (a SharedWriter only finishes the node's queued work and goes on
+// for the other groups), and closes the metrics watchers. The actor
+// system, the state machine and the store stay open. Stop is idempotent; like every blocking
 // method it must not be called from inside an actor's Receive.
 func (n *Node) Stop() error {
 	n.stopOnce.Do(n.stop)
@@ -370,11 +405,9 @@ func (n *Node) stop() {
 		close(ch)
 		delete(n.watchers, id)
 	}
-	calls := n.calls
-	n.calls = map[*replyProcess]struct{}{}
 	n.mu.Unlock()
-	for rp := range calls {
-		rp.deliver(&stoppedReply{})
+	if n.pool != nil {
+		n.pool.close()
 	}
 	close(n.done)
 }
@@ -393,18 +426,14 @@ func (n *Node) await(pid *actor.PID, msg any, d time.Duration) {
 	}
 }
 
-// stoppedReply is what a Go call waiting when the node stopped receives.
-type stoppedReply struct{}
-
 // call sends req to RaftCore and waits for the response, the context or
 // the node's stop. The request carries the time left before the context's
 // deadline, so that the node gives up when the caller does.
 func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, error) {
-	n.mu.Lock()
-	stopped := n.stopped
-	n.mu.Unlock()
-	if stopped {
+	select {
+	case <-n.done:
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STOPPED, Msg: "node stopped"}
+	default:
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(err)
@@ -423,37 +452,82 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 	n.system.Root.RequestWithCustomSender(n.corePID, req, rp.pid)
 	// The node answers within the request's timeout; the timer only
 	// guards against an answer lost on the way (a forward to a leader
-	// that died).
-	t := time.NewTimer(wait + time.Second)
-	defer t.Stop()
+	// that died). A context with a deadline ends the wait sooner, so the
+	// timer is needed only without one.
+	var expired <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(wait + time.Second)
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case m := <-rp.ch:
-		switch m := m.(type) {
-		case *stoppedReply:
-			return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STOPPED, Msg: "node stopped"}
-		case *actor.DeadLetterResponse:
-			// Either this node's RaftCore is gone (stopped) or the leader a
-			// follower forwarded to is.
-			n.mu.Lock()
-			stopped := n.stopped
-			n.mu.Unlock()
-			if t := m.GetTarget(); stopped || (t != nil && t.Equal(n.corePID)) {
-				return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STOPPED, Msg: "node stopped"}
-			}
-			return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_NOT_LEADER, Msg: "the leader a request was forwarded to is unreachable"}
-		case proto.Message:
-			if want := responseFor(req, nil); want != nil && want.ProtoReflect().Descriptor() != m.ProtoReflect().Descriptor() {
-				return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_INVALID, Msg: fmt.Sprintf("unexpected answer %T", m)}
-			}
-			return m, nil
+		return n.answer(req, m)
+	case <-n.done:
+		// Stop answered every request RaftCore held; take that answer if
+		// it is here. Otherwise this request arrived as the node stopped
+		// and was never handled.
+		select {
+		case m := <-rp.ch:
+			return n.answer(req, m)
 		default:
-			return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_INVALID, Msg: fmt.Sprintf("unexpected answer %T", m)}
 		}
+		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STOPPED, Msg: "node stopped"}
 	case <-ctx.Done():
 		return nil, ctxError(ctx.Err())
-	case <-t.C:
+	case <-expired:
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_TIMEOUT, Msg: "no answer"}
 	}
+}
+
+// answer turns what came back to a call into its result.
+func (n *Node) answer(req proto.Message, m any) (proto.Message, error) {
+	switch m := m.(type) {
+	case *actor.DeadLetterResponse:
+		// Either this node's RaftCore is gone (stopped) or the leader a
+		// follower forwarded to is.
+		n.mu.Lock()
+		stopped := n.stopped
+		n.mu.Unlock()
+		if t := m.GetTarget(); stopped || (t != nil && t.Equal(n.corePID)) {
+			return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STOPPED, Msg: "node stopped"}
+		}
+		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_NOT_LEADER, Msg: "the leader a request was forwarded to is unreachable"}
+	case proto.Message:
+		if !answers(req, m) {
+			return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_INVALID, Msg: fmt.Sprintf("unexpected answer %T", m)}
+		}
+		return m, nil
+	default:
+		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_INVALID, Msg: fmt.Sprintf("unexpected answer %T", m)}
+	}
+}
+
+// answers says whether resp is the kind of response req asks for. A type
+// switch: this runs on every call, and building a response to compare
+// descriptors cost more than the rest of the call.
+func answers(req, resp proto.Message) bool {
+	switch req.(type) {
+	case *messages.ClientWriteRequest:
+		_, ok := resp.(*messages.ClientWriteResponse)
+		return ok
+	case *messages.ReadIndexRequest:
+		_, ok := resp.(*messages.ReadIndexResponse)
+		return ok
+	case *messages.InitializeRequest:
+		_, ok := resp.(*messages.InitializeResponse)
+		return ok
+	case *messages.AddLearnerRequest, *messages.ChangeMembershipRequest, *messages.RemoveLearnerRequest:
+		_, ok := resp.(*messages.MembershipChangeResponse)
+		return ok
+	case *messages.TransferLeaderRequest:
+		_, ok := resp.(*messages.TransferLeaderResponse)
+		return ok
+	case *messages.TriggerSnapshotRequest:
+		_, ok := resp.(*messages.TriggerSnapshotResponse)
+		return ok
+	}
+	return true
 }
 
 func ctxError(err error) error {
@@ -494,9 +568,6 @@ type replyProcess struct {
 func (n *Node) newReply() *replyProcess {
 	rp := &replyProcess{n: n, ch: make(chan any, 1)}
 	rp.pid, _ = n.system.ProcessRegistry.Add(rp, "raftor-reply-"+n.system.ProcessRegistry.NextId())
-	n.mu.Lock()
-	n.calls[rp] = struct{}{}
-	n.mu.Unlock()
 	return rp
 }
 
@@ -506,9 +577,6 @@ func (rp *replyProcess) deliver(m any) {
 
 func (rp *replyProcess) release() {
 	rp.n.system.ProcessRegistry.Remove(rp.pid)
-	rp.n.mu.Lock()
-	delete(rp.n.calls, rp)
-	rp.n.mu.Unlock()
 }
 
 // SendUserMessage implements actor.Process.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -126,6 +127,22 @@ type raftCore struct {
 
 	stopping  bool
 	stopReply *actor.PID
+
+	// published is the summary of the metrics last published; a flush
+	// publishes only when it changed, and each tick publishes in full (peer
+	// progress, pending writes, refusals), so that a write does not pay for
+	// building and comparing the whole Metrics message.
+	published pubKey
+}
+
+// pubKey is what a flush compares to decide whether the node's metrics
+// moved: everything a caller waits on (role, term, leader, indexes,
+// membership, a storage failure).
+type pubKey struct {
+	role                                       messages.Role
+	term, leader, commit, applied, last, first uint64
+	snapshot, membershipIndex, transferring    uint64
+	storageFailed                              bool
 }
 
 type earlyMsg struct {
@@ -207,7 +224,8 @@ func (r *raftCore) started(ctx actor.Context) {
 		// A panic restarted us: the waiters' requests died with the old
 		// core. Writes may or may not commit; the rest can be retried.
 		r.log().Warn("raftcore restarted; reloading state from storage")
-		for h, w := range r.sh.handles {
+		for _, h := range sortedKeys(r.sh.handles) {
+			w := r.sh.handles[h]
 			code := messages.ErrorCode_ERROR_CODE_NOT_LEADER
 			if w.write && w.proposed || isChange(w.req) {
 				code = messages.ErrorCode_ERROR_CODE_UNKNOWN_OUTCOME
@@ -287,10 +305,12 @@ func (r *raftCore) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		}
 		r.scheduleTick(ctx)
 		r.c.Tick()
-		for _, ch := range r.repl {
-			ctx.Send(ch.pid, &replTick{})
+		var buf [8]uint64
+		for _, peer := range r.replPeers(buf[:0]) {
+			ctx.Send(r.repl[peer].pid, &replTick{})
 		}
 		r.expire(ctx)
+		r.publishAll()
 	case *coreFlush:
 		r.flushQueued = false
 		r.flush(ctx)
@@ -517,7 +537,8 @@ func (r *raftCore) applyProgress(ctx actor.Context, applied uint64) {
 		k++
 	}
 	r.handed = r.handed[k:]
-	for h, idx := range r.readWaits {
+	for _, h := range sortedKeys(r.readWaits) {
+		idx := r.readWaits[h]
 		if idx > applied {
 			continue
 		}
@@ -551,7 +572,8 @@ func (r *raftCore) applyRestarted(ctx actor.Context) {
 // may have reached other nodes and commit there, so the outcome is
 // unknown, not failed.
 func (r *raftCore) storageFailed(ctx actor.Context, e *messages.Error) {
-	for h, w := range r.sh.handles {
+	for _, h := range sortedKeys(r.sh.handles) {
+		w := r.sh.handles[h]
 		if w.write && w.proposed && !w.handed {
 			r.drop(h)
 			r.replyTo(ctx, w, &messages.ClientWriteResponse{Error: newError(messages.ErrorCode_ERROR_CODE_UNKNOWN_OUTCOME,
@@ -564,7 +586,8 @@ func (r *raftCore) storageFailed(ctx actor.Context, e *messages.Error) {
 // apply actor is committed and is answered by it.
 func (r *raftCore) expire(ctx actor.Context) {
 	now := r.n.cfg.Clock.Now()
-	for h, w := range r.sh.handles {
+	for _, h := range sortedKeys(r.sh.handles) {
+		w := r.sh.handles[h]
 		if w.handed || now.Before(w.deadline) {
 			continue
 		}
@@ -616,6 +639,10 @@ func (r *raftCore) flush(ctx actor.Context) {
 		return
 	}
 	rd := r.c.Ready()
+	// Publish before handing anything on: a write's answer comes from the
+	// apply actor, and a caller who reads the metrics after it must see
+	// the commit that answered it.
+	r.publish()
 	for _, p := range rd.Persist {
 		ctx.Request(r.n.storagePID, p)
 	}
@@ -632,7 +659,6 @@ func (r *raftCore) flush(ctx actor.Context) {
 	for _, resp := range rd.Responses {
 		r.answer(ctx, resp.Handle, resp.Msg)
 	}
-	r.publish()
 }
 
 func (r *raftCore) send(ctx actor.Context, msgs []proto.Message) {
@@ -687,19 +713,33 @@ func (r *raftCore) replicate(ctx actor.Context, m proto.Message) {
 		r.repl[m.GetPeer()] = replChild{term: m.GetTerm(), pid: pid}
 	case *messages.ReplicationStop:
 		r.log().Debug("raftcore: replication stop", slog.Uint64("peer", m.GetPeer()), slog.Uint64("term", m.GetTerm()))
-		for peer, ch := range r.repl {
+		for _, peer := range sortedKeys(r.repl) {
+			ch := r.repl[peer]
 			if ch.term == m.GetTerm() && (m.GetPeer() == 0 || m.GetPeer() == peer) {
 				ctx.Stop(ch.pid)
 				delete(r.repl, peer)
 			}
 		}
 	case *messages.ReplicationNotify:
-		for _, ch := range r.repl {
-			if ch.term == m.GetTerm() {
+		var buf [8]uint64
+		for _, peer := range r.replPeers(buf[:0]) {
+			if ch := r.repl[peer]; ch.term == m.GetTerm() {
 				ctx.Send(ch.pid, m)
 			}
 		}
 	}
+}
+
+// replPeers returns the peers that have replication actors, in order (so
+// that a deterministic dispatcher sees the same sends every run), in buf's
+// storage: a flush sends to them for every batch of writes, and a small
+// cluster's peers fit in a caller's array without an allocation.
+func (r *raftCore) replPeers(buf []uint64) []uint64 {
+	for peer := range r.repl {
+		buf = append(buf, peer)
+	}
+	slices.Sort(buf)
+	return buf
 }
 
 func (r *raftCore) apply(ctx actor.Context, m proto.Message) {
@@ -738,10 +778,31 @@ func (r *raftCore) metrics() *messages.Metrics {
 	return m
 }
 
+// publish publishes the metrics if what callers wait on moved since the
+// last time.
 func (r *raftCore) publish() {
-	if r.c != nil {
-		r.n.publish(r.metrics())
+	if r.c == nil {
+		return
 	}
+	st := r.c.Status()
+	k := pubKey{role: st.Role, term: st.Term, leader: st.Leader, commit: st.Commit, applied: st.Applied,
+		last: st.LastIndex, first: st.FirstIndex, snapshot: st.SnapshotIndex, membershipIndex: st.MembershipIndex,
+		transferring: st.Transferring, storageFailed: r.n.writer.isFailed.Load()}
+	if k == r.published {
+		return
+	}
+	r.published = k
+	r.n.publish(r.metrics(), true)
+}
+
+// publishAll publishes the whole metrics, peers included, once per tick;
+// watchers hear of it only if something changed.
+func (r *raftCore) publishAll() {
+	if r.c == nil {
+		return
+	}
+	r.publish()
+	r.n.publish(r.metrics(), false)
 }
 
 // ---- timers ----

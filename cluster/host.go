@@ -25,8 +25,9 @@ type HostConfig struct {
 	// Address is this member's remote address as the directory lists it.
 	// Default: the actor system's address.
 	Address string
-	// Store holds the logs of every group on this member. The host does
-	// not close it.
+	// Store holds the logs of every group on this member. The host writes
+	// it through one actors.SharedWriter, so the appends of all its groups
+	// share batches and fsyncs. The host does not close the store.
 	Store store.Store
 	// StateMachine returns the state machine of a group this member hosts.
 	// The host closes it on Stop when it is an io.Closer.
@@ -38,7 +39,10 @@ type HostConfig struct {
 	Query func(g Group, sm store.StateMachine, query []byte) ([]byte, error)
 	// Node is the template of every replica's configuration (timers,
 	// limits, logger); ClusterID, GroupID, NodeID and Address are set per
-	// group.
+	// group. Node.SharedWriter, when set, is the writer of Store that the
+	// replicas use (the host does not close it); nil makes the host one of
+	// its own. With Node.InlineStorage, each replica keeps a writer of its
+	// own instead.
 	Node actors.Config
 	// Leaders is the member's leader table; NewHost makes one when nil.
 	// Clients on this member share it (Host.Leaders).
@@ -47,12 +51,16 @@ type HostConfig struct {
 
 // Host runs the replicas of many groups on one member of a protoactor
 // cluster. Every group is a full Raftor node (RaftCore, storage and apply
-// actors) on the shared store; the host adds one actor, which answers the
-// queries of every group it hosts.
+// actors) on the shared store, and every group writes through the host's
+// one storage writer, so busy groups share fsyncs. The host adds one
+// actor, which answers the queries of every group it hosts.
 type Host struct {
 	cfg    HostConfig
 	system *actor.ActorSystem
 	pid    *actor.PID
+	writer *actors.SharedWriter // nil with Node.InlineStorage
+	// ownsWriter is set when the host made the writer and closes it.
+	ownsWriter bool
 
 	mu     sync.Mutex
 	groups map[uint64]*hosted
@@ -93,8 +101,22 @@ func NewHost(system *actor.ActorSystem, cfg HostConfig) (*Host, error) {
 		cfg.Leaders = NewLeaderTable()
 	}
 	h := &Host{cfg: cfg, system: system, groups: map[uint64]*hosted{}}
+	switch {
+	case cfg.Node.SharedWriter != nil:
+		// actors.Start refuses it for each group if it writes another store.
+		h.writer = cfg.Node.SharedWriter
+	case !cfg.Node.InlineStorage:
+		w, err := actors.NewSharedWriter(cfg.Store, actors.WriterOptions{Logger: cfg.Node.Logger})
+		if err != nil {
+			return nil, err
+		}
+		h.writer, h.ownsWriter = w, true
+	}
 	pid, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hostActor{h: h} }), HostName(cfg.ClusterID))
 	if err != nil {
+		if h.ownsWriter {
+			_ = h.writer.Close()
+		}
 		return nil, fmt.Errorf("raftor: spawn host actor: %w", err)
 	}
 	h.pid = pid
@@ -106,6 +128,28 @@ func (h *Host) Leaders() *LeaderTable { return h.cfg.Leaders }
 
 // PID is the host actor.
 func (h *Host) PID() *actor.PID { return h.pid }
+
+// StorageStats counts the work of the member's storage writer over all its
+// groups: Batches is the LogStore.Append calls (one fsync each), Appends
+// the appends of every group they carried. With Node.InlineStorage (a
+// writer per replica) it adds up the replicas' own counters.
+func (h *Host) StorageStats() actors.StorageStats {
+	if h.writer != nil {
+		return h.writer.Stats()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var s actors.StorageStats
+	for _, g := range h.groups {
+		if g != nil {
+			gs := g.node.StorageStats()
+			s.Batches += gs.Batches
+			s.Appends += gs.Appends
+			s.Failed = s.Failed || gs.Failed
+		}
+	}
+	return s
+}
 
 // StartGroup starts this member's replica of g. It is an error when g does
 // not list this member (by node ID, at this member's address) or already
@@ -138,6 +182,15 @@ func (h *Host) StartGroup(g Group) (*actors.Node, error) {
 
 	n, sm, err := h.start(g)
 	h.mu.Lock()
+	if err == nil && h.closed {
+		// Stop ran meanwhile and did not see this replica (its slot was
+		// still empty): it must not outlive the host and its writer.
+		delete(h.groups, g.ID)
+		h.mu.Unlock()
+		_ = n.Stop()
+		closeSM(sm)
+		return nil, actors.ErrStopped
+	}
 	defer h.mu.Unlock()
 	if err != nil {
 		delete(h.groups, g.ID)
@@ -155,6 +208,7 @@ func (h *Host) start(g Group) (*actors.Node, store.StateMachine, error) {
 	}
 	cfg := h.cfg.Node
 	cfg.ClusterID, cfg.GroupID, cfg.NodeID, cfg.Address = h.cfg.ClusterID, g.ID, h.cfg.NodeID, h.cfg.Address
+	cfg.SharedWriter = h.writer
 	n, err := actors.Start(h.system, cfg, sm, h.cfg.Store)
 	if err != nil {
 		closeSM(sm)
@@ -214,7 +268,8 @@ func (h *Host) StopGroup(id uint64) error {
 	return err
 }
 
-// Stop stops every replica and the host actor. The store stays open.
+// Stop stops every replica, the host actor and the storage writer the
+// host made. The store stays open.
 func (h *Host) Stop() error {
 	h.mu.Lock()
 	if h.closed {
@@ -236,6 +291,9 @@ func (h *Host) Stop() error {
 		}
 	}
 	_ = h.system.Root.StopFuture(h.pid).Wait()
+	if h.ownsWriter {
+		errs = append(errs, h.writer.Close())
+	}
 	return errors.Join(errs...)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -45,6 +46,13 @@ type Options struct {
 	// testing their own. Default: store/kvsm, which the key-value
 	// operations (Put, Get, CAS, Delete, the load) need.
 	NewStateMachine func(fs vfs.FS, dir string) (store.StateMachine, error)
+	// Dir, when set, keeps each node's Pebble stores on the real file
+	// system under Dir/node-ID instead of on an in-memory disk: for runs
+	// whose data would not fit in memory, or that should pay for real
+	// fsyncs. Crash then kills a node the way a killed process dies: the
+	// disk keeps every write, synced or not (the operating system's cache
+	// survives), so it cannot show the loss of unsynced writes.
+	Dir string
 	// Seed drives the network's random faults. Default: from the clock,
 	// logged so a run can be repeated.
 	Seed uint64
@@ -139,8 +147,11 @@ type Node struct {
 	id   uint64
 	addr string
 
-	mu       sync.Mutex
-	fs       *vfs.MemFS
+	mu sync.Mutex
+	fs *vfs.MemFS
+	// root is the node's directory on the real file system with
+	// Options.Dir; fs is nil then.
+	root     string
 	inc      *incarnation
 	state    nodeState
 	restarts int
@@ -195,7 +206,12 @@ func New(t testing.TB, opts Options) *Cluster {
 func (c *Cluster) StartNode() (*Node, error) {
 	c.mu.Lock()
 	c.nextID++
-	n := &Node{c: c, id: c.nextID, fs: vfs.NewCrashableMem(), addr: "127.0.0.1:0"}
+	n := &Node{c: c, id: c.nextID, addr: "127.0.0.1:0"}
+	if c.opts.Dir != "" {
+		n.root = filepath.Join(c.opts.Dir, fmt.Sprintf("node-%d", n.id))
+	} else {
+		n.fs = vfs.NewCrashableMem()
+	}
 	c.nodes[n.id] = n
 	c.mu.Unlock()
 	n.mu.Lock()
@@ -236,15 +252,21 @@ func (n *Node) startLocked() (err error) {
 	}
 	n.addr = inc.remote.Address()
 	c.net.register(n.addr, n.id)
-	inc.st, err = store.OpenPebble("log", store.PebbleOptions{
-		Options: store.Options{ClusterID: o.ClusterID, NodeID: n.id, Incarnation: n.id}, FS: n.fs, Logger: o.Logger})
+	fs, logDir, smDir := n.disk()
+	if n.root != "" {
+		if err := os.MkdirAll(n.root, 0o755); err != nil {
+			return err
+		}
+	}
+	inc.st, err = store.OpenPebble(logDir, store.PebbleOptions{
+		Options: store.Options{ClusterID: o.ClusterID, NodeID: n.id, Incarnation: n.id}, FS: fs, Logger: o.Logger})
 	if err != nil {
 		return err
 	}
 	if o.NewStateMachine != nil {
-		inc.sm, err = o.NewStateMachine(n.fs, "sm")
+		inc.sm, err = o.NewStateMachine(fs, smDir)
 	} else {
-		inc.kv, err = kvsm.Open("sm", kvsm.Options{FS: n.fs, Logger: o.Logger})
+		inc.kv, err = kvsm.Open(smDir, kvsm.Options{FS: fs, Logger: o.Logger})
 		inc.sm = inc.kv
 	}
 	if err != nil {
@@ -265,6 +287,15 @@ func (n *Node) startLocked() (err error) {
 	}
 	n.inc, n.state = inc, stateUp
 	return nil
+}
+
+// disk returns the node's file system and the directories of its log and
+// state machine on it.
+func (n *Node) disk() (fs vfs.FS, logDir, smDir string) {
+	if n.fs != nil {
+		return n.fs, "log", "sm"
+	}
+	return vfs.Default, filepath.Join(n.root, "log"), filepath.Join(n.root, "sm")
 }
 
 // kill makes the incarnation dead at once: no mailbox run or timer of it
@@ -394,6 +425,16 @@ func (n *Node) StateMachine() store.StateMachine {
 	return n.inc.sm
 }
 
+// System returns the node's actor system, nil while the node is down.
+func (n *Node) System() *actor.ActorSystem {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.inc == nil {
+		return nil
+	}
+	return n.inc.system
+}
+
 // Remote returns the node's remote, nil while the node is down.
 func (n *Node) Remote() *remote.Remote {
 	n.mu.Lock()
@@ -438,8 +479,14 @@ func (c *Cluster) Crash(id uint64) {
 	}
 	inc := n.inc
 	inc.kill()
-	n.fs = n.fs.CrashClone(vfs.CrashCloneCfg{})
 	n.inc, n.state = nil, stateCrashed
+	if n.fs == nil {
+		// On a real disk the next incarnation opens the same directories:
+		// the dead one must let go of Pebble's locks first.
+		inc.release()
+		return
+	}
+	n.fs = n.fs.CrashClone(vfs.CrashCloneCfg{})
 	c.mu.Lock()
 	c.dead = append(c.dead, inc)
 	c.mu.Unlock()

@@ -5,7 +5,7 @@
 // Each node runs in its own protoactor actor system, talks to the others
 // over protoactor remote on loopback, and keeps its log (store.PebbleStore)
 // and its state machine (store/kvsm by default) on its own in-memory,
-// crashable Pebble file system:
+// crashable Pebble file system (or, with Options.Dir, on the real disk):
 //
 //	c := clustertest.New(t, clustertest.Options{Nodes: 3})
 //	leader := c.WaitLeader(5 * time.Second)

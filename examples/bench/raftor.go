@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,7 @@ type raftorCluster struct {
 	stores  []store.Store
 	syncs   atomic.Int64
 	synced  atomic.Int64
+	writes  writeTimes
 }
 
 const raftorClusterID = "bench"
@@ -104,7 +106,7 @@ func startRaftor(ctx context.Context, mode, dir string) (*raftorCluster, error) 
 			TickInterval:   10 * time.Millisecond,
 			ElectionTicks:  20,
 			HeartbeatTicks: 2,
-		}, &countingSM{}, &countingStore{Store: st, syncs: &c.syncs, entries: &c.synced})
+		}, &countingSM{}, &countingStore{Store: st, syncs: &c.syncs, entries: &c.synced, times: &c.writes})
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -154,6 +156,51 @@ func (c *raftorCluster) Counters() (int64, int64, bool) {
 	return c.syncs.Load(), c.synced.Load(), c.durable
 }
 
+// ResetLogWrites implements load.LogWriteTimer.
+func (c *raftorCluster) ResetLogWrites() { c.writes.reset() }
+
+// LogWriteP50 implements load.LogWriteTimer: the median time of one
+// store Append (one batch, one sync) on any of the three nodes.
+func (c *raftorCluster) LogWriteP50() time.Duration { return c.writes.p50() }
+
+// writeTimes keeps the durations of the latest log writes (up to a bound,
+// so a long run does not grow it without end).
+type writeTimes struct {
+	mu sync.Mutex
+	d  []time.Duration
+	n  int
+}
+
+const maxWriteTimes = 1 << 16
+
+func (w *writeTimes) add(d time.Duration) {
+	w.mu.Lock()
+	if len(w.d) < maxWriteTimes {
+		w.d = append(w.d, d)
+	} else {
+		w.d[w.n%maxWriteTimes] = d
+	}
+	w.n++
+	w.mu.Unlock()
+}
+
+func (w *writeTimes) reset() {
+	w.mu.Lock()
+	w.d, w.n = w.d[:0], 0
+	w.mu.Unlock()
+}
+
+func (w *writeTimes) p50() time.Duration {
+	w.mu.Lock()
+	s := slices.Clone(w.d)
+	w.mu.Unlock()
+	if len(s) == 0 {
+		return 0
+	}
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
 func (c *raftorCluster) Close() error {
 	for _, n := range c.nodes {
 		n.Stop()
@@ -175,10 +222,13 @@ func (c *raftorCluster) Close() error {
 type countingStore struct {
 	store.Store
 	syncs, entries *atomic.Int64
+	times          *writeTimes
 }
 
 func (s *countingStore) Append(reqs []*messages.StorageAppend) ([]*messages.StorageAppendResult, error) {
+	start := time.Now()
 	res, err := s.Store.Append(reqs)
+	s.times.add(time.Since(start))
 	if err == nil {
 		s.syncs.Add(1)
 		for _, r := range reqs {

@@ -35,6 +35,9 @@ type row struct {
 	FsyncsPerSec    float64 `json:"fsyncs_per_sec"`
 	EntriesPerFsync float64 `json:"entries_per_fsync"`
 	Errors          int64   `json:"errors"`
+	// LogWriteP50Micros is the mean over the rounds of the median log
+	// write (Raftor only).
+	LogWriteP50Micros float64 `json:"log_write_p50_us,omitempty"`
 }
 
 func aggregate(runs []load.Result, systems, modes []string) []row {
@@ -75,6 +78,7 @@ func aggregate(runs []load.Result, systems, modes []string) []row {
 			w.P50Micros += r.P50Micros / n
 			w.P99Micros += r.P99Micros / n
 			w.P999Micros += r.P999Micros / n
+			w.LogWriteP50Micros += r.LogWriteP50Micros / n
 			lo, hi = min(lo, r.WritesPerSec), max(hi, r.WritesPerSec)
 			writes += r.Writes
 			secs += r.Seconds
@@ -135,10 +139,22 @@ func printReport(out io.Writer, rep report) {
 		fmt.Fprintf(out, "\nfloor, measured in this run (%d samples each):\n", f.Samples)
 		fmt.Fprintf(out, "  Pebble batch commit with Sync=true, 128 B: p50 %s, p99 %s\n", fmtMicros(f.FsyncP50Micros), fmtMicros(f.FsyncP99Micros))
 		fmt.Fprintf(out, "  protoactor remote request-response on loopback: p50 %s, p99 %s\n", fmtMicros(f.RTTP50Micros), fmtMicros(f.RTTP99Micros))
+		if f.SharedFsyncP50Micros > 0 {
+			fmt.Fprintf(out, "  (not in the floor) the same commit while three Pebble stores on this disk commit at once, as the three nodes do: p50 %s, p99 %s\n",
+				fmtMicros(f.SharedFsyncP50Micros), fmtMicros(f.SharedFsyncP99Micros))
+		}
 		for _, r := range rep.Rows {
 			if r.System == "raftor" && r.Mode == "durable" && r.Clients == 1 && f.sumP50() > 0 {
 				fmt.Fprintf(out, "  raftor durable, 1 client: p50 %s = %.1f x the floor (fsync p50 + round trip p50 = %s)\n",
 					fmtMicros(r.P50Micros), r.P50Micros/f.sumP50(), fmtMicros(f.sumP50()))
+				if r.LogWriteP50Micros > 0 {
+					fmt.Fprintf(out, "  raftor durable, 1 client: its own log writes (store Append, one synced batch) took p50 %s in that run\n",
+						fmtMicros(r.LogWriteP50Micros))
+				}
+				if shared := f.SharedFsyncP50Micros + f.RTTP50Micros; f.SharedFsyncP50Micros > 0 {
+					fmt.Fprintf(out, "  raftor durable, 1 client: p50 = %.1f x (three-at-once fsync p50 + round trip p50 = %s)\n",
+						r.P50Micros/shared, fmtMicros(shared))
+				}
 			}
 		}
 	}

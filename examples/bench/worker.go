@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -44,7 +47,12 @@ func workerMain(role string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "raftor %s: %v\n", s.Mode, err)
 			return 1
 		}
+		stopProfile, perr := startProfile(os.Getenv(profileEnv), s)
+		if perr != nil {
+			fmt.Fprintf(stderr, "raftor %s: %v\n", s.Mode, perr)
+		}
 		err = load.Execute(ctx, s, c, stdout)
+		stopProfile()
 		done := make(chan struct{})
 		go func() { c.Close(); close(done) }()
 		select {
@@ -59,4 +67,28 @@ func workerMain(role string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "bench: unknown worker role %q\n", role)
 	return 2
+}
+
+// profileEnv names a directory: when it is set, Raftor's worker writes a
+// CPU profile of each run there (raftor-<mode>-round<n>.pprof, every client
+// count of the run in one profile), for `go tool pprof`. The peers' workers
+// are not profiled.
+const profileEnv = "RAFTOR_BENCH_CPUPROFILE"
+
+func startProfile(dir string, s load.Spec) (stop func(), err error) {
+	if dir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return func() {}, err
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("raftor-%s-round%d.pprof", s.Mode, s.Round)))
+	if err != nil {
+		return func() {}, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

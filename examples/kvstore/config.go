@@ -60,6 +60,7 @@ type config struct {
 	tickInterval    time.Duration
 	electionTicks   int
 	snapshotEntries uint64
+	snapshotBytes   uint64
 	snapshotKeep    uint64
 }
 
@@ -121,6 +122,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.DurationVar(&c.tickInterval, "tick-interval", 100*time.Millisecond, "Raft clock period; elections start after election-ticks to twice that many ticks of silence")
 	fs.IntVar(&c.electionTicks, "election-ticks", 10, "minimum election timeout in ticks")
 	fs.Uint64Var(&c.snapshotEntries, "snapshot-entries", 10000, "take a snapshot after this many applied `entries` (0: only on POST /cluster/snapshot)")
+	fs.Uint64Var(&c.snapshotBytes, "snapshot-bytes", 64<<20, "also take a snapshot once the entries applied since the last one add up to this many `bytes` (0: count entries only)")
 	fs.Uint64Var(&c.snapshotKeep, "snapshot-trailing", 1024, "log `entries` kept after a snapshot, so that a follower a little behind catches up without one (at least 1)")
 	fs.IntVar(&c.raftPort, "raft-port", 7001, "without --id: first Raft `port` of the three nodes")
 	fs.IntVar(&c.httpPort, "http-port", 8001, "without --id: first HTTP `port` of the three nodes")

@@ -22,7 +22,11 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}{
 		{"no flags: three nodes in this process", nil, func(c config) bool {
 			return c.local && c.raftPort == 7001 && c.httpPort == 8001 && c.dir == filepath.Join("data", "kvstore") &&
-				c.clusterID == "kvstore" && c.maxValueBytes == 1<<20
+				c.clusterID == "kvstore" && c.maxValueBytes == 1<<20 &&
+				c.snapshotEntries == 10000 && c.snapshotBytes == 64<<20 && c.snapshotKeep == 1024
+		}},
+		{"snapshots by bytes, or by entries only", []string{"--snapshot-bytes", "1048576", "--snapshot-entries", "0"}, func(c config) bool {
+			return c.snapshotBytes == 1<<20 && c.snapshotEntries == 0
 		}},
 		{"one node takes its addresses from --peers", []string{"--id", "2", "--peers", "1=127.0.0.1:7001,2=127.0.0.1:7102"}, func(c config) bool {
 			return !c.local && c.id == 2 && c.raftAddr == "127.0.0.1:7102" && c.httpAddr == "127.0.0.1:8002" &&
@@ -123,7 +127,7 @@ func TestBinaryHelpAndBadFlag(t *testing.T) {
 	}
 	for _, flag := range []string{"-id", "-raft-addr", "-http-addr", "-dir", "-peers", "-join", "-cluster-id",
 		"-max-value-bytes", "-request-timeout", "-log-level", "-tick-interval", "-election-ticks",
-		"-snapshot-entries", "-snapshot-trailing", "-raft-port", "-http-port"} {
+		"-snapshot-entries", "-snapshot-bytes", "-snapshot-trailing", "-raft-port", "-http-port"} {
 		if !strings.Contains(string(out), flag+" ") {
 			t.Errorf("--help does not list %s", flag)
 		}

@@ -151,6 +151,7 @@ func startServer(cfg config, logger *slog.Logger) (_ *server, err error) {
 		MaxEntryBytes:    cfg.maxValueBytes + maxKeyBytes + entryOverhead,
 		MaxAppendBytes:   maxAppendBytes,
 		SnapshotEntries:  cfg.snapshotEntries,
+		SnapshotBytes:    cfg.snapshotBytes,
 		SnapshotTrailing: cfg.snapshotKeep,
 		RequestTimeout:   cfg.requestTimeout,
 		Logger:           logger,

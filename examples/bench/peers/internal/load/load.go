@@ -68,6 +68,11 @@ type Result struct {
 	Fsyncs        int64 `json:"fsyncs"`
 	SyncedEntries int64 `json:"synced_entries"`
 
+	// LogWriteP50Micros is the median time of the system's own log
+	// writes (one synced batch each) during the phase, warm-up included,
+	// where the program can see them.
+	LogWriteP50Micros float64 `json:"log_write_p50_us,omitempty"`
+
 	PeakRSSBytes int64  `json:"peak_rss_bytes,omitempty"`
 	FirstError   string `json:"first_error,omitempty"`
 	Note         string `json:"note,omitempty"`
@@ -256,6 +261,14 @@ type Cluster interface {
 	Close() error
 }
 
+// LogWriteTimer is a Cluster that times its own log writes.
+type LogWriteTimer interface {
+	// ResetLogWrites forgets the writes timed so far.
+	ResetLogWrites()
+	// LogWriteP50 is the median of the writes timed since the reset.
+	LogWriteP50() time.Duration
+}
+
 // Execute runs every phase of s on c and emits one Result per phase to out.
 // Before the first phase it waits until a write succeeds: an elected leader
 // is not always ready to commit at once (connections still being dialled,
@@ -264,10 +277,17 @@ func Execute(ctx context.Context, s Spec, c Cluster, out io.Writer) error {
 	if err := Ready(ctx, c, 30*time.Second); err != nil {
 		return err
 	}
+	timer, timed := c.(LogWriteTimer)
 	for _, n := range s.Clients {
+		if timed {
+			timer.ResetLogWrites()
+		}
 		r, err := Run(ctx, Phase{Clients: n, Payload: s.Payload, Warmup: s.Warmup, Duration: s.Duration}, c.Write, c.Counters)
 		if err != nil {
 			return err
+		}
+		if timed {
+			r.LogWriteP50Micros = float64(timer.LogWriteP50()) / float64(time.Microsecond)
 		}
 		r.System, r.Mode, r.Round = s.System, s.Mode, s.Round
 		if err := Emit(out, r); err != nil {
