@@ -127,3 +127,46 @@ func TestInstallSnapshotStoredUnderLocalID(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// Storage makes a received snapshot the log's base when it writes the last
+// chunk. If a newer leader's append arrived meanwhile (the install's term is
+// over), the core must still follow the store: otherwise it believes its log
+// ends below the store's base, its next append is refused as "covered by the
+// snapshot", and the node's storage fails (simulator seed 849, actor mode).
+func TestInstallFinishedAfterTermChangeIsAdopted(t *testing.T) {
+	c := newTestCore(t, 1, three, withTerms(1, 2), withHardState(2, 0, 1))
+	leaderMeta := snapMeta("leader-9", 9, 2)
+	localMeta := snapMeta("local-3", 9, 2)
+	c.mustStep(&messages.InstallSnapshotRequest{Header: hdr(2, 1, 2), Meta: leaderMeta, Data: []byte("x"), Done: true, Seq: 5})
+	c.take()
+	// A leader of term 3 appears before the last chunk is durable.
+	c.mustStep(&messages.AppendEntriesRequest{Header: hdr(3, 1, 3), PrevLogIndex: 2, PrevLogTerm: 2, Heartbeat: true, Seq: 1})
+	c.take()
+	// Storage has installed the snapshot; the core adopts it.
+	c.mustStep(&messages.StorageSnapshotChunkWritten{GroupId: 1, Seq: 5, Meta: localMeta, NextOffset: 1, Done: true})
+	rd := c.take()
+	if st := c.Status(); st.SnapshotIndex != 9 || st.FirstIndex != 10 || st.LastIndex != 9 || st.Commit != 9 {
+		t.Fatalf("after the install: snapshot %d first %d last %d commit %d, want 9 10 9 9",
+			st.SnapshotIndex, st.FirstIndex, st.LastIndex, st.Commit)
+	}
+	if ans := sentOf[*messages.InstallSnapshotResponse](rd); len(ans) != 0 {
+		t.Fatalf("no leader waits for this install, yet the core answered %v", ans)
+	}
+	rs := restores(rd)
+	if len(rs) != 1 || rs[0].Meta.GetId() != "local-3" {
+		t.Fatalf("the state machine must restore from the stored snapshot: %v", rs)
+	}
+	c.mustStep(&messages.SnapshotRestored{Seq: rs[0].Seq, Meta: localMeta})
+	// The new leader's next append lands after the snapshot.
+	c.mustStep(&messages.AppendEntriesRequest{Header: hdr(3, 1, 3), PrevLogIndex: 9, PrevLogTerm: 2, Seq: 2,
+		Entries: []*messages.Entry{{Index: 10, Term: 3}}})
+	rd = c.take()
+	for _, p := range rd.Persist {
+		if es := p.GetEntries(); len(es) > 0 && es[0].GetIndex() <= 9 {
+			t.Fatalf("append below the installed snapshot: %v", p)
+		}
+	}
+	if st := c.Status(); st.LastIndex != 10 || st.Applied != 9 {
+		t.Fatalf("last %d applied %d, want 10 and 9", st.LastIndex, st.Applied)
+	}
+}

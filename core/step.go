@@ -683,7 +683,18 @@ func (c *Core) stepChunkWritten(m *messages.StorageSnapshotChunkWritten) error {
 	// Storage answers the last chunk with the meta it recorded, whose ID is
 	// its own: match on the snapshot's position in the log, not on its ID.
 	if in == nil || in.term != c.term || m.GetMeta().GetIndex() != in.meta.GetIndex() || m.GetMeta().GetTerm() != in.meta.GetTerm() {
-		return stepErr(messages.ErrorCode_ERROR_CODE_STALE_TERM, "snapshot chunk result for no install in progress")
+		if !m.GetDone() || m.GetError() != nil || m.GetMeta().GetIndex() <= c.snap.GetIndex() || m.GetMeta().GetTerm() == 0 {
+			return stepErr(messages.ErrorCode_ERROR_CODE_STALE_TERM, "snapshot chunk result for no install in progress")
+		}
+		// Storage finished an install this core no longer waits for (the
+		// term moved on while the last chunk was written). Storage has
+		// made the snapshot the log's base already (SnapshotWriter.Install),
+		// so the core must follow, or its next append would land below the
+		// store's base and fail the storage. The snapshot holds committed
+		// entries only, so taking it is safe in any term; no leader waits
+		// for the answer, and an install of this term stays as it is.
+		c.adoptSnapshot(m.GetMeta())
+		return nil
 	}
 	resp := &messages.InstallSnapshotResponse{Header: c.hdr(in.leader), SnapshotId: in.meta.GetId(), Seq: m.GetSeq(),
 		NextOffset: m.GetNextOffset(), Error: m.GetError()}
@@ -707,6 +718,17 @@ func (c *Core) stepChunkWritten(m *messages.StorageSnapshotChunkWritten) error {
 		c.send(resp)
 		return nil
 	}
+	c.adoptSnapshot(meta)
+	in.seq = m.GetSeq()
+	return nil
+}
+
+// adoptSnapshot makes meta, which storage has installed, the log's base:
+// the log is compacted to it (or dropped whole when its entry at meta's
+// index conflicts or is missing), the commit index rises to it, and the
+// state machine restores from it. Writes waiting at or below it are
+// answered UNKNOWN_OUTCOME.
+func (c *Core) adoptSnapshot(meta *messages.SnapshotMeta) {
 	if t, ok := c.termAt(meta.GetIndex()); ok && t == meta.GetTerm() && meta.GetIndex() <= c.ti.LastIndex() {
 		c.ti.CompactTo(meta.GetIndex(), meta.GetTerm())
 	} else {
@@ -737,8 +759,6 @@ func (c *Core) stepChunkWritten(m *messages.StorageSnapshotChunkWritten) error {
 		k++
 	}
 	c.waiters = c.waiters[k:]
-	in.seq = m.GetSeq()
-	return nil
 }
 
 func (c *Core) stepSnapshotRestored(m *messages.SnapshotRestored) error {
@@ -756,6 +776,12 @@ func (c *Core) stepSnapshotRestored(m *messages.SnapshotRestored) error {
 	// The state machine is the snapshot now: nothing applied since.
 	c.snapBytes = c.appliedBytes
 	in := c.install
+	if in != nil && in.local.GetId() != m.GetMeta().GetId() && in.term == c.term {
+		// The restore of a snapshot adopted from an earlier term; the
+		// install of this term goes on.
+		c.maybeApply()
+		return nil
+	}
 	c.install = nil
 	if in != nil && in.term == c.term && in.local.GetId() == m.GetMeta().GetId() {
 		c.send(&messages.InstallSnapshotResponse{Header: c.hdr(in.leader), SnapshotId: in.meta.GetId(), Seq: in.seq,
