@@ -347,9 +347,13 @@ func (a *applyActor) openForRestore(meta *messages.SnapshotMeta) (store.Snapshot
 	if err == nil {
 		return r, nil
 	}
+	// The store keeps only a group's latest snapshot. When a newer one
+	// replaced this one (the same snapshot stored twice, or a later install
+	// that finished first), restore from it: it holds committed entries
+	// only, so it holds everything this one does, and more.
 	latest, lerr := a.st.Snapshot(a.group)
 	if lerr != nil || latest == nil || latest.GetId() == meta.GetId() ||
-		latest.GetIndex() != meta.GetIndex() || latest.GetTerm() != meta.GetTerm() {
+		latest.GetIndex() < meta.GetIndex() || latest.GetTerm() < meta.GetTerm() {
 		return nil, err
 	}
 	return a.st.OpenSnapshot(a.group, latest.GetId())
@@ -357,6 +361,14 @@ func (a *applyActor) openForRestore(meta *messages.SnapshotMeta) (store.Snapshot
 
 func (a *applyActor) restore(ctx actor.Context, m *messages.RestoreSnapshot) *messages.SnapshotRestored {
 	res := &messages.SnapshotRestored{Seq: m.GetSeq(), Meta: m.GetMeta()}
+	if applied, _ := a.sm.LastApplied(); applied >= m.GetMeta().GetIndex() {
+		// The state machine already holds everything the snapshot does
+		// (a snapshot adopted late, after the entries it covers were
+		// applied): restoring would move it back, and the entries after
+		// the snapshot would not be applied again. The store may also have
+		// replaced this snapshot with a newer one by now.
+		return res
+	}
 	r, err := a.openForRestore(m.GetMeta())
 	if err != nil {
 		res.Error = store.ToProto(err)
@@ -372,8 +384,11 @@ func (a *applyActor) restore(ctx actor.Context, m *messages.RestoreSnapshot) *me
 	if a.applied < meta.GetIndex() {
 		a.applied, a.appliedTerm = meta.GetIndex(), meta.GetTerm()
 	}
-	if a.commit < a.applied {
-		a.commit = a.applied
+	// What RaftCore handed out reaches the snapshot it asked for; a newer
+	// snapshot restored in its place may put the state machine further,
+	// and the progress reported stays at what RaftCore knows is committed.
+	if a.commit < meta.GetIndex() {
+		a.commit = meta.GetIndex()
 	}
 	for i := range a.pending {
 		if i <= a.applied {
