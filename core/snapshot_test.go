@@ -170,3 +170,24 @@ func TestInstallFinishedAfterTermChangeIsAdopted(t *testing.T) {
 		t.Fatalf("last %d applied %d, want 10 and 9", st.LastIndex, st.Applied)
 	}
 }
+
+// A snapshot adopted late, whose entries the state machine was handed
+// already, compacts the log and restores nothing: a restore would move the
+// state machine back under entries it applied.
+func TestLateInstallBelowAppliedRestoresNothing(t *testing.T) {
+	c := newTestCore(t, 1, three, withTerms(1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2), withHardState(2, 0, 12))
+	if st := c.Status(); st.Commit != 12 {
+		t.Fatalf("commit %d, want 12", st.Commit)
+	}
+	c.mustStep(&messages.InstallSnapshotRequest{Header: hdr(2, 1, 2), Meta: snapMeta("leader-10", 10, 2), Data: []byte("x"), Done: true, Seq: 5})
+	c.mustStep(&messages.AppendEntriesRequest{Header: hdr(3, 1, 3), PrevLogIndex: 12, PrevLogTerm: 2, Heartbeat: true, Seq: 1})
+	c.take()
+	c.mustStep(&messages.StorageSnapshotChunkWritten{GroupId: 1, Seq: 5, Meta: snapMeta("local-1", 10, 2), NextOffset: 1, Done: true})
+	rd := c.take()
+	if rs := restores(rd); len(rs) != 0 {
+		t.Fatalf("restored %v, but the state machine was handed entries up to 12", rs)
+	}
+	if st := c.Status(); st.SnapshotIndex != 10 || st.FirstIndex != 11 || st.LastIndex != 12 || st.Commit != 12 {
+		t.Fatalf("snapshot %d first %d last %d commit %d, want 10 11 12 12", st.SnapshotIndex, st.FirstIndex, st.LastIndex, st.Commit)
+	}
+}

@@ -712,7 +712,11 @@ func (c *Core) stepChunkWritten(m *messages.StorageSnapshotChunkWritten) error {
 		meta = in.meta
 	}
 	in.local = meta
-	if meta.GetIndex() <= c.commit {
+	if meta.GetIndex() <= c.commit && c.applyEmitted >= meta.GetIndex() {
+		// Everything the snapshot holds is committed here and went to the
+		// state machine: storage compacted the log to it, the core follows,
+		// and nothing needs restoring.
+		c.adoptSnapshot(meta)
 		c.install = nil
 		resp.Done = true
 		c.send(resp)
@@ -729,6 +733,9 @@ func (c *Core) stepChunkWritten(m *messages.StorageSnapshotChunkWritten) error {
 // state machine restores from it. Writes waiting at or below it are
 // answered UNKNOWN_OUTCOME.
 func (c *Core) adoptSnapshot(meta *messages.SnapshotMeta) {
+	if meta.GetIndex() <= c.snap.GetIndex() {
+		return
+	}
 	if t, ok := c.termAt(meta.GetIndex()); ok && t == meta.GetTerm() && meta.GetIndex() <= c.ti.LastIndex() {
 		c.ti.CompactTo(meta.GetIndex(), meta.GetTerm())
 	} else {
@@ -746,6 +753,11 @@ func (c *Core) adoptSnapshot(meta *messages.SnapshotMeta) {
 	c.pendingSeq[len(c.pendingSeq)-1].last = c.ti.LastIndex()
 	c.persistHardState()
 	c.refreshFollowerRole()
+	if c.applyEmitted >= meta.GetIndex() {
+		// Every entry the snapshot holds went to the state machine
+		// already (a snapshot adopted late): nothing to restore.
+		return
+	}
 	c.restoreSeq++
 	c.restoring = true
 	c.applyDurable(&messages.RestoreSnapshot{Seq: c.restoreSeq, Meta: meta})
