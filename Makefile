@@ -57,3 +57,10 @@ run:
 
 clean:
 	rm -rf data bin
+
+# The process-level soak: three kvstore processes killed, paused and
+# restarted under load, then checked (docs/testing.md). SOAK=30m for longer.
+SOAK ?= 10m
+.PHONY: soak
+soak:
+	$(GO) run ./examples/kvstore/soak --duration $(SOAK)

@@ -47,9 +47,26 @@ type NodeView struct {
 	Term        uint64
 	Role        messages.Role
 	Commit      uint64
-	Applied     uint64
+	// RuleCommit, when set, is the commit index the figure 8 rule is
+	// checked on instead of Commit: the actor mode's Commit is the one the
+	// node's store holds, which may catch up with an index the node had
+	// before it led; RuleCommit is RaftCore's own.
+	RuleCommit uint64
+	Applied    uint64
 	// Disk is the node's storage as the node reads it: its log.
-	Disk *Disk
+	Disk LogView
+}
+
+// LogView is a node's storage as the checker reads it. *Disk is one; the
+// actor mode reads the node's real store through storeLog.
+type LogView interface {
+	// State is what the node reads back; Durable what survives a crash.
+	State() *DiskState
+	Durable() *DiskState
+	// TakeDirty returns and resets the lowest log index changed and the
+	// lowest removed or replaced (0 for none) since the last call; dirty is
+	// MaxUint64 for none.
+	TakeDirty() (dirtyFrom, truncatedFrom uint64)
 }
 
 // entryKey identifies a log position in a term.
@@ -68,6 +85,7 @@ type nodeMemo struct {
 	durableTerm uint64
 	role        messages.Role
 	commit      uint64
+	ruleCommit  uint64
 	applied     uint64
 	// leaderTerm is the term in which this incarnation was last seen as
 	// leader (0 if never).
@@ -255,11 +273,16 @@ func (c *Checker) observeNode(v *NodeView) error {
 	}
 	// The figure 8 rule: a leader advances its commit index only to an
 	// entry of its own term; older entries commit with it.
-	if !c.OutcomesOnly && v.Commit > m.commit && v.Role == messages.Role_ROLE_LEADER && wasLeaderIn == v.Term {
-		if t, ok := st.Term(v.Commit); ok && t != v.Term {
-			return violation(PropCommitRule, "n%d, leader of term %d, moved its commit index from %d to %d, an entry of term %d", v.ID, v.Term, m.commit, v.Commit, t)
+	rc := v.Commit
+	if v.RuleCommit != 0 {
+		rc = v.RuleCommit
+	}
+	if !c.OutcomesOnly && rc > m.ruleCommit && v.Role == messages.Role_ROLE_LEADER && wasLeaderIn == v.Term {
+		if t, ok := st.Term(rc); ok && t != v.Term {
+			return violation(PropCommitRule, "n%d, leader of term %d, moved its commit index from %d to %d, an entry of term %d", v.ID, v.Term, m.ruleCommit, rc, t)
 		}
 	}
+	m.ruleCommit = max(m.ruleCommit, rc)
 	if v.Commit > st.LastIndex() {
 		return violation(PropCommitted, "n%d commit %d is past its last index %d", v.ID, v.Commit, st.LastIndex())
 	}
@@ -361,6 +384,13 @@ func (c *Checker) Acked(node, nodeTerm, index, term, sum uint64) error {
 		return violation(PropAckedWriteLost, "%v", err)
 	}
 	return nil
+}
+
+// SumAt returns the content sum of the entry some node's log held at
+// (index, term), if any log the checker saw held one.
+func (c *Checker) SumAt(index, term uint64) (uint64, bool) {
+	f, ok := c.facts[entryKey{index, term}]
+	return f.sum, ok
 }
 
 // MaxCommitted is the highest index known committed.

@@ -8,10 +8,10 @@
 // the simulated path reads the wall clock, starts a goroutine, or iterates
 // over a map.
 //
-// Each simulated Node is a core.Core with the parts a Raftor node has around
-// it: a storage part over a simulated Disk (written versus synced, so that a
-// crash loses what was not synced), an apply part with a small key-value
-// state machine, and for each peer of a leader a replication.Peer and a
+// In the core mode each simulated Node is a core.Core with the parts a
+// Raftor node has around it: a storage part over a simulated Disk (written
+// versus synced, so that a crash loses what was not synced), an apply part
+// with a small key-value state machine, and for each peer of a leader a replication.Peer and a
 // replication.Stream. Every part is a mailbox the simulator runs, the way
 // protoactor runs an actor's mailbox on a dispatcher.
 //
@@ -31,12 +31,48 @@
 // changes, faults) that led to the failure. RAFTOR_SIM_SEEDS=N runs N seeds.
 // docs/testing.md describes the faults, the workload and the checks.
 //
-// Two parts of a real node are modelled rather than run: the protoactor
-// actors and the Pebble store. Running the actors needs one actor system per
-// node with a Dispatcher whose Schedule appends to a queue the simulator
-// steps (and a very large Throughput), an address resolver that routes other
-// nodes' PIDs into Network, and timers through the node's clock; running the
-// Pebble store needs vfs.NewCrashableMem per node and a CrashClone on crash.
-// Node is where both plug in: its mailboxes become actor runs and Disk
-// becomes the store.
+// # Two modes
+//
+// The core mode (Run, TestSim) models the actors: each simulated Node is a
+// core.Core with the parts a Raftor node has around it, as mailboxes the
+// simulator runs over a simulated Disk. It is fast (a few milliseconds a
+// seed), reaches every interleaving of the parts of a node, and models a
+// disk whose unsynced writes a crash loses.
+//
+// The actor mode (RunActors, TestActorSim) runs the real thing: each node is
+// an actors.Node (RaftCore, the storage and apply actors, a
+// ReplicationState and ReplicationStream per peer of a leader) started with
+// actors.Start in an actor system of its own, over a store.MemStore and a
+// key-value store.StateMachine. What makes it deterministic:
+//
+//   - the node's actors.Config.Dispatcher turns every mailbox run into an
+//     event of the simulator's queue a seed-chosen moment away (and its
+//     Throughput is unbounded, so a run never yields the goroutine): the
+//     seed decides which runnable mailbox goes next;
+//   - its actors.Config.Clock reads simulated time and fires AfterFunc
+//     timers as queue events (clock skew changes its rate, a clock jump its
+//     reading, firing the timers that fall due at once);
+//   - InlineStorage runs the storage writer inside the storage actor's runs;
+//   - the actor system's address is the node's name ("n2"), and an address
+//     resolver sends every message for another node (requests, and the
+//     replies RaftCore sends to the sender PID of a request) through the
+//     simulated Network as bytes with the PIDs by value, as protoactor
+//     remote would: a message that is not protobuf fails the run;
+//   - clients are actors of one more actor system that send each attempt
+//     with ctx.Request from a fresh actor, to any node, so followers forward
+//     them; no future, no goroutine, no wall clock is involved;
+//   - the actors walk maps in sorted order where they send while walking.
+//
+// A crash abandons the node's actor system (its queued runs and timers are
+// dropped), crashes the MemStore (which keeps every write that returned:
+// a crash loses the writes still queued in the storage actor's mailbox) and
+// starts a new actor system and node on the reopened store; the state
+// machine is durable as of each Apply, as store/kvsm with syncs is. The
+// checker reads each node's log back from its store after every write
+// (storeLog), its role and term from Node.Metrics, and its state machine
+// directly.
+//
+// Replay a failing seed of the actor mode with
+//
+//	RAFTOR_SIM_SEED=<seed> go test ./cluster/sim -run '^TestActorSim$' -v
 package sim

@@ -20,6 +20,8 @@ import (
 // (default 5000) catches the bug, and reports which seed caught it first.
 //
 //	RAFTOR_MUTATION=figure8 go test -tags raftor_mutation ./cluster/sim -run TestMutationCaught -v
+//
+// RAFTOR_SIM_MODE=actors runs the actor mode (RunActors) instead.
 func TestMutationCaught(t *testing.T) {
 	mut := os.Getenv("RAFTOR_MUTATION")
 	if mut == "" {
@@ -36,6 +38,10 @@ func TestMutationCaught(t *testing.T) {
 	// RAFTOR_SIM_OUTCOMES_ONLY=1 leaves out the direct check of the commit
 	// rule, to see how soon the bug shows in what users see.
 	outcomesOnly := os.Getenv("RAFTOR_SIM_OUTCOMES_ONLY") != ""
+	run, test := Run, "TestSim"
+	if os.Getenv("RAFTOR_SIM_MODE") == "actors" {
+		run, test = RunActors, "TestActorSim"
+	}
 	start := time.Now()
 	// Workers take seeds in order; the lowest failing seed is the answer,
 	// so every seed below the first failure found is still run.
@@ -59,7 +65,7 @@ func TestMutationCaught(t *testing.T) {
 				if done {
 					return
 				}
-				res := Run(seed, Options{OutcomesOnly: outcomesOnly})
+				res := run(seed, Options{OutcomesOnly: outcomesOnly})
 				// Only a broken safety property counts: a run that merely
 				// stalls may stall for reasons of its own.
 				var v *Violation
@@ -80,5 +86,5 @@ func TestMutationCaught(t *testing.T) {
 	t.Logf("outcome checks only: %v", outcomesOnly)
 	t.Logf("mutation %s caught by seed %d (the %dth seed tried) in %v: %v",
 		mut, first.Seed, first.Seed, time.Since(start).Round(time.Millisecond), first.Err)
-	t.Logf("replay: RAFTOR_MUTATION=%s RAFTOR_SIM_SEED=%d go test -tags raftor_mutation ./cluster/sim -run TestSim -v", mut, first.Seed)
+	t.Logf("replay: RAFTOR_MUTATION=%s RAFTOR_SIM_SEED=%d go test -tags raftor_mutation ./cluster/sim -run '^%s$' -v", mut, first.Seed, test)
 }

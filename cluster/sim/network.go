@@ -240,6 +240,9 @@ func describeMsg(msg any) lazyMsg { return lazyMsg{msg} }
 
 // formatMsg names a message briefly for traces.
 func formatMsg(msg any) string {
+	if w, ok := msg.(*wireMsg); ok {
+		return w.String()
+	}
 	if s, ok := msg.(fmt.Stringer); ok {
 		str := s.String()
 		if len(str) > 160 {

@@ -153,10 +153,17 @@ func summary(res *Result) string {
 // trace and a visualization of the history.
 func reportFailure(t *testing.T, res *Result) {
 	t.Helper()
+	reportFailureOf(t, "TestSim", res)
+}
+
+// reportFailureOf is reportFailure for the test named test (its replay
+// command runs that test).
+func reportFailureOf(t *testing.T, test string, res *Result) {
+	t.Helper()
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "seed %d FAILED: %v\n", res.Seed, res.Err)
 	fmt.Fprintf(&b, "config: %s\n", res.Config)
-	fmt.Fprintf(&b, "replay: RAFTOR_SIM_SEED=%d go test ./cluster/sim -run TestSim -v\n", res.Seed)
+	fmt.Fprintf(&b, "replay: RAFTOR_SIM_SEED=%d go test ./cluster/sim -run '^%s$' -v\n", res.Seed, test)
 	if os.Getenv("RAFTOR_SIM_TRACE") != "" {
 		fmt.Fprintf(&b, "trace (last %d events):\n", len(res.Trace.Records()))
 		res.Trace.WriteTo(&b)
