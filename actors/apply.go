@@ -144,6 +144,10 @@ func (a *applyActor) Receive(ctx actor.Context) {
 			return // an answer to a read we gave up on
 		}
 		a.reading = 0
+		if m.GetError().GetCode() == messages.ErrorCode_ERROR_CODE_COMPACTED && a.catchUpFromSnapshot(ctx) {
+			a.run(ctx)
+			return
+		}
 		if m.GetError() != nil {
 			a.log.Warn("apply: reading committed entries failed", slog.String("err", m.GetError().GetMessage()))
 			ctx.Send(a.core, &messages.ApplyResult{AppliedIndex: a.applied, AppliedTerm: a.appliedTerm, Error: m.GetError()})
@@ -357,6 +361,30 @@ func (a *applyActor) openForRestore(meta *messages.SnapshotMeta) (store.Snapshot
 		return nil, err
 	}
 	return a.st.OpenSnapshot(a.group, latest.GetId())
+}
+
+// catchUpFromSnapshot restores the state machine from the store's latest
+// snapshot when the committed entries it must apply next were compacted
+// away: a snapshot installed from the leader compacts the log as it is
+// stored, and RaftCore may have handed out those entries (by index; they
+// are read from storage here) just before. The snapshot holds committed
+// entries only, so it holds them. It reports whether it restored.
+func (a *applyActor) catchUpFromSnapshot(ctx actor.Context) bool {
+	latest, err := a.st.Snapshot(a.group)
+	if err != nil || latest == nil || latest.GetIndex() <= a.applied {
+		return false
+	}
+	a.log.Debug("apply: entries compacted under a snapshot; restoring from it", slog.Uint64("applied", a.applied),
+		slog.Uint64("snapshot", latest.GetIndex()))
+	// Progress stays reported against what RaftCore handed out.
+	commit := a.commit
+	res := a.restore(ctx, &messages.RestoreSnapshot{Meta: latest})
+	a.commit = commit
+	if res.GetError() != nil {
+		a.log.Warn("apply: restoring from the snapshot that replaced the entries failed", slog.String("err", res.GetError().GetMessage()))
+		return false
+	}
+	return true
 }
 
 func (a *applyActor) restore(ctx actor.Context, m *messages.RestoreSnapshot) *messages.SnapshotRestored {

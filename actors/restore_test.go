@@ -85,3 +85,42 @@ func TestRestoreNeverMovesTheStateMachineBack(t *testing.T) {
 		})
 	}
 }
+
+// When the committed entries the apply actor must read next were compacted
+// under a snapshot storage installed (the log is compacted as the snapshot
+// is stored, after RaftCore handed the entries out by index), it restores
+// from that snapshot instead of failing the node's storage (simulator seed
+// 5275, actor mode), and keeps reporting progress against what RaftCore
+// handed out.
+func TestCompactedEntriesAreCaughtUpFromTheSnapshot(t *testing.T) {
+	st, err := store.NewMemStore(store.Options{ClusterID: testClusterID, NodeID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	installSnapshot(t, st, 20, 2)
+	sm := &logSM{}
+	for i := uint64(1); i <= 5; i++ {
+		if _, err := sm.Apply([]*messages.Entry{{Index: i, Term: 2, Kind: messages.EntryKind_ENTRY_KIND_NORMAL, Data: []byte(fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	starts := 0
+	a := newApplyActor(1, sm, st, nil, nil, quietLogger(), &starts)
+	a.commit = 15 // RaftCore handed out entries up to 15
+	if _, err := st.Entries(1, 6, 16, 1<<20); err == nil {
+		t.Fatal("entries 6..15 are still in the store; the test needs them compacted")
+	}
+	if !a.catchUpFromSnapshot(nil) {
+		t.Fatal("no catch-up from the snapshot that replaced the entries")
+	}
+	if got, _ := sm.LastApplied(); got != 20 || len(sm.snapshotData()) != 20 {
+		t.Fatalf("state machine at %d with %d entries, want 20 and 20", got, len(sm.snapshotData()))
+	}
+	if a.commit != 15 {
+		t.Fatalf("progress is reported against %d, want what RaftCore handed out (15)", a.commit)
+	}
+	// Nothing newer to catch up from: the read error stands.
+	if a.catchUpFromSnapshot(nil) {
+		t.Fatal("caught up again from a snapshot the state machine holds already")
+	}
+}

@@ -347,7 +347,14 @@ func (n *Node) handleApply(msg any) {
 			}
 			n.answerWaiters(e, res)
 		}
-		n.coreMB.post(&messages.ApplyResult{AppliedIndex: n.sm.appliedIndex, AppliedTerm: n.sm.appliedTerm})
+		// Progress is reported no further than the core's commit, as the
+		// apply actor does: a state machine restored from a newer snapshot
+		// than the one asked for is ahead of it.
+		done, term := n.sm.appliedIndex, n.sm.appliedTerm
+		if done > m.CommitIndex {
+			done, term = m.CommitIndex, 0
+		}
+		n.coreMB.post(&messages.ApplyResult{AppliedIndex: done, AppliedTerm: term})
 	case *messages.BuildSnapshot:
 		n.buildSnapshot(m)
 	case *messages.RestoreSnapshot:
@@ -408,7 +415,17 @@ func (n *Node) buildSnapshot(m *messages.BuildSnapshot) {
 func (n *Node) restoreSnapshot(m *messages.RestoreSnapshot) {
 	st := n.disk.State()
 	reply := &messages.SnapshotRestored{Seq: m.Seq, Meta: m.Meta}
-	if st.Snapshot == nil || st.Snapshot.Id != m.GetMeta().GetId() {
+	if n.sm.appliedIndex >= m.GetMeta().GetIndex() {
+		// As the apply actor does: a snapshot the state machine has passed
+		// (adopted late) restores nothing; rolling back would lose entries.
+		n.coreMB.post(reply)
+		return
+	}
+	// The disk keeps the latest snapshot only. One at least as new as the
+	// one asked for holds everything it does (committed entries only), so
+	// the apply actor restores from it when the asked one was replaced.
+	if st.Snapshot == nil || st.Snapshot.Id != m.GetMeta().GetId() &&
+		(st.Snapshot.Index < m.GetMeta().GetIndex() || st.Snapshot.Term < m.GetMeta().GetTerm()) {
 		reply.Error = &messages.Error{Code: messages.ErrorCode_ERROR_CODE_INVALID, Message: "snapshot is not the stored one"}
 		n.coreMB.post(reply)
 		return
