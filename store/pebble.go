@@ -60,9 +60,12 @@ type PebbleOptions struct {
 	// FS is the file system, vfs.Default when nil. Tests pass
 	// vfs.NewCrashableMem() to simulate losing unsynced writes.
 	FS vfs.FS
-	// MemTableSize is Pebble's memtable size; a log needs little (default
-	// 4 MiB), as entries are read back soon after they are written or not
-	// at all.
+	// MemTableSize is Pebble's memtable size (default 32 MiB). A log's
+	// entries are read back soon after they are written or not at all, but
+	// a small memtable flushes and compacts often: with 4 MiB, flushes and
+	// compactions took 15% of a three-node benchmark's CPU under 256
+	// clients and stalled writes (p999 180-215ms against 30-35ms with 32
+	// MiB, examples/bench, docs/benchmarks.md).
 	MemTableSize uint64
 	// Logger receives Pebble's messages at debug level and failures at
 	// error level; nil uses slog.Default().
@@ -148,7 +151,7 @@ func OpenPebble(dir string, o PebbleOptions) (*PebbleStore, error) {
 		o.Logger = slog.Default()
 	}
 	if o.MemTableSize == 0 {
-		o.MemTableSize = 4 << 20
+		o.MemTableSize = 32 << 20
 	}
 	logDir := o.FS.PathJoin(dir, "log")
 	if err := mkdirDurable(o.FS, logDir); err != nil {
