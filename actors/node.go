@@ -49,6 +49,11 @@ type Node struct {
 	// pool is the default dispatcher the node made for itself (nil when
 	// Config.Dispatcher came from the caller); Stop closes it.
 	pool *workerPool
+
+	// Reply processes kept for reuse by calls (newReply, putReply).
+	replyMu       sync.Mutex
+	freeReplies   []*replyProcess
+	repliesClosed bool
 }
 
 // WriteResult is the state machine's answer to a committed write.
@@ -410,6 +415,7 @@ func (n *Node) stop() {
 		n.pool.close()
 	}
 	close(n.done)
+	n.closeReplies()
 }
 
 // await sends msg to pid and waits for any answer, at most d.
@@ -448,7 +454,6 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 	setTimeout(req, wait)
 
 	rp := n.newReply()
-	defer rp.release()
 	n.system.Root.RequestWithCustomSender(n.corePID, req, rp.pid)
 	// The node answers within the request's timeout; the timer only
 	// guards against an answer lost on the way (a forward to a leader
@@ -462,11 +467,13 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 	}
 	select {
 	case m := <-rp.ch:
+		n.putReply(rp)
 		return n.answer(req, m)
 	case <-n.done:
 		// Stop answered every request RaftCore held; take that answer if
 		// it is here. Otherwise this request arrived as the node stopped
 		// and was never handled.
+		defer rp.release()
 		select {
 		case m := <-rp.ch:
 			return n.answer(req, m)
@@ -474,8 +481,10 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 		}
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STOPPED, Msg: "node stopped"}
 	case <-ctx.Done():
+		rp.release()
 		return nil, ctxError(ctx.Err())
 	case <-expired:
+		rp.release()
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_TIMEOUT, Msg: "no answer"}
 	}
 }
@@ -555,34 +564,81 @@ func setTimeout(req proto.Message, d time.Duration) {
 	}
 }
 
-// replyProcess is a PID that hands the first message it receives to a Go
+// replyProcess is a PID that hands the message it receives to a Go
 // channel: a Go caller waits on it together with its context, with no
-// goroutine and no timer of protoactor's futures.
+// goroutine and no timer of protoactor's futures. A call that got its
+// answer gives the process back for the next call (putReply): registering
+// a new PID for every call was a twentieth of a busy node's CPU.
 type replyProcess struct {
-	n    *Node
-	pid  *actor.PID
-	ch   chan any
-	once sync.Once
+	n   *Node
+	pid *actor.PID
+	ch  chan any
 }
 
+// maxFreeReplies bounds the reply processes a node keeps registered for
+// reuse: about the number of concurrent callers worth serving without a
+// registration each.
+const maxFreeReplies = 1024
+
 func (n *Node) newReply() *replyProcess {
+	n.replyMu.Lock()
+	if k := len(n.freeReplies); k > 0 {
+		rp := n.freeReplies[k-1]
+		n.freeReplies[k-1] = nil
+		n.freeReplies = n.freeReplies[:k-1]
+		n.replyMu.Unlock()
+		// A message that arrived after the previous call's answer (none
+		// is sent; this is a guard) is not this call's.
+		select {
+		case <-rp.ch:
+		default:
+		}
+		return rp
+	}
+	n.replyMu.Unlock()
 	rp := &replyProcess{n: n, ch: make(chan any, 1)}
 	rp.pid, _ = n.system.ProcessRegistry.Add(rp, "raftor-reply-"+n.system.ProcessRegistry.NextId())
 	return rp
 }
 
-func (rp *replyProcess) deliver(m any) {
-	rp.once.Do(func() { rp.ch <- m })
+// putReply keeps rp for another call. Only a call that received its answer
+// puts its process back: one that gave up (timeout, context, stop) may
+// still be answered later, and that answer must not reach another call.
+func (n *Node) putReply(rp *replyProcess) {
+	n.replyMu.Lock()
+	if !n.repliesClosed && len(n.freeReplies) < maxFreeReplies {
+		n.freeReplies = append(n.freeReplies, rp)
+		n.replyMu.Unlock()
+		return
+	}
+	n.replyMu.Unlock()
+	rp.release()
+}
+
+// closeReplies unregisters the kept reply processes; later calls release
+// theirs.
+func (n *Node) closeReplies() {
+	n.replyMu.Lock()
+	free := n.freeReplies
+	n.freeReplies, n.repliesClosed = nil, true
+	n.replyMu.Unlock()
+	for _, rp := range free {
+		rp.release()
+	}
 }
 
 func (rp *replyProcess) release() {
 	rp.n.system.ProcessRegistry.Remove(rp.pid)
 }
 
-// SendUserMessage implements actor.Process.
+// SendUserMessage implements actor.Process. The first message waits in
+// the channel for the caller; any later one is dropped.
 func (rp *replyProcess) SendUserMessage(_ *actor.PID, message any) {
 	_, msg, _ := actor.UnwrapEnvelope(message)
-	rp.deliver(msg)
+	select {
+	case rp.ch <- msg:
+	default:
+	}
 }
 
 // SendSystemMessage implements actor.Process.

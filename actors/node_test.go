@@ -288,3 +288,40 @@ func TestCancelledContext(t *testing.T) {
 		t.Fatalf("write with a cancelled context: %v", err)
 	}
 }
+
+// A call that got its answer gives its reply process back for the next
+// call; a stray message that reaches a kept process is not the next
+// call's answer; Stop unregisters every kept process.
+func TestReplyProcessesAreReused(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	tc.boot(1)
+	n := tc.leader().node
+	write(t, n, "a")
+	kept := func() []*replyProcess {
+		n.replyMu.Lock()
+		defer n.replyMu.Unlock()
+		return slices.Clone(n.freeReplies)
+	}
+	before := kept()
+	if len(before) == 0 {
+		t.Fatal("a call that got its answer kept no reply process")
+	}
+	rp := before[len(before)-1]
+	n.system.Root.Send(rp.pid, &messages.ClientWriteResponse{Index: 999_999})
+	res := write(t, n, "b")
+	if res.Index == 999_999 {
+		t.Fatal("a stray message sent to a kept reply process answered the next call")
+	}
+	if after := kept(); len(after) != len(before) || !slices.Contains(after, rp) {
+		t.Fatalf("kept %d processes after a sequential call, want the same %d", len(after), len(before))
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if left := kept(); len(left) != 0 {
+		t.Fatalf("%d reply processes kept after Stop", len(left))
+	}
+	if _, ok := n.system.ProcessRegistry.GetLocal(rp.pid.GetId()); ok {
+		t.Fatalf("reply process %s still registered after Stop", rp.pid.GetId())
+	}
+}
