@@ -20,14 +20,15 @@ const recordHeaderLen = 13
 // it, the term and kind (so that the log's index can be rebuilt without
 // decoding entries), and the proto-encoded entry.
 func encodeRecord(e *messages.Entry) ([]byte, error) {
-	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(e)
+	// One allocation: the entry is encoded straight after the header.
+	mo := proto.MarshalOptions{Deterministic: true}
+	b := make([]byte, recordHeaderLen, recordHeaderLen+mo.Size(e))
+	binary.BigEndian.PutUint64(b[4:12], e.GetTerm())
+	b[12] = byte(e.GetKind())
+	b, err := mo.MarshalAppend(b, e)
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, recordHeaderLen+len(body))
-	binary.BigEndian.PutUint64(b[4:12], e.GetTerm())
-	b[12] = byte(e.GetKind())
-	copy(b[recordHeaderLen:], body)
 	binary.BigEndian.PutUint32(b[0:4], crc32.Checksum(b[4:], castagnoli))
 	return b, nil
 }
