@@ -72,6 +72,38 @@ func TestWorkerPoolReleasesIdleWorkers(t *testing.T) {
 	}
 }
 
+// Under a trickle of runs one after another (the ticks of idle groups)
+// the workers of an earlier burst time out: the worker idle the shortest
+// time gets each run, so the others stay idle long enough to exit.
+func TestWorkerPoolTrickleKeepsFewWorkers(t *testing.T) {
+	p := newWorkerPool()
+	defer p.close()
+	var burst sync.WaitGroup
+	burst.Add(20)
+	release := make(chan struct{})
+	for range 20 {
+		p.Schedule(func() { <-release; burst.Done() })
+	}
+	close(release)
+	burst.Wait()
+	if started := p.started.Load(); started != 20 {
+		t.Fatalf("a burst of 20 blocked runs started %d workers, want 20", started)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ran := make(chan struct{})
+		p.Schedule(func() { close(ran) })
+		<-ran
+		if poolWorkers() <= 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers still alive after 10s of one run every 2ms, want at most 2", poolWorkers())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // poolWorkers counts the goroutines running a worker of any pool.
 func poolWorkers() int {
 	buf := make([]byte, 1<<20)

@@ -61,6 +61,9 @@ type Host struct {
 	writer *actors.SharedWriter // nil with Node.InlineStorage
 	// ownsWriter is set when the host made the writer and closes it.
 	ownsWriter bool
+	// pool runs the actors of every group here when HostConfig.Node has no
+	// Dispatcher; the host made it and closes it.
+	pool *actors.WorkerPool
 
 	mu     sync.Mutex
 	groups map[uint64]*hosted
@@ -112,10 +115,16 @@ func NewHost(system *actor.ActorSystem, cfg HostConfig) (*Host, error) {
 		}
 		h.writer, h.ownsWriter = w, true
 	}
+	if cfg.Node.Dispatcher == nil {
+		h.pool = actors.NewWorkerPool()
+	}
 	pid, err := system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &hostActor{h: h} }), HostName(cfg.ClusterID))
 	if err != nil {
 		if h.ownsWriter {
 			_ = h.writer.Close()
+		}
+		if h.pool != nil {
+			h.pool.Close()
 		}
 		return nil, fmt.Errorf("raftor: spawn host actor: %w", err)
 	}
@@ -209,6 +218,9 @@ func (h *Host) start(g Group) (*actors.Node, store.StateMachine, error) {
 	cfg := h.cfg.Node
 	cfg.ClusterID, cfg.GroupID, cfg.NodeID, cfg.Address = h.cfg.ClusterID, g.ID, h.cfg.NodeID, h.cfg.Address
 	cfg.SharedWriter = h.writer
+	if h.pool != nil {
+		cfg.Dispatcher = h.pool
+	}
 	n, err := actors.Start(h.system, cfg, sm, h.cfg.Store)
 	if err != nil {
 		closeSM(sm)
@@ -293,6 +305,9 @@ func (h *Host) Stop() error {
 	_ = h.system.Root.StopFuture(h.pid).Wait()
 	if h.ownsWriter {
 		errs = append(errs, h.writer.Close())
+	}
+	if h.pool != nil {
+		h.pool.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,6 +122,13 @@ func TestGroupScaling(t *testing.T) {
 			waitLeaders(t, ms, dir)
 			time.Sleep(2 * time.Second) // idle: heartbeats only
 			heap1, gor1 := heapInuse()
+			if f := os.Getenv("RAFTOR_GROUP_BENCH_GOROUTINES"); f != "" {
+				// Where the idle goroutines are: go tool's text format.
+				if out, err := os.Create(fmt.Sprintf("%s.%d", f, n)); err == nil {
+					_ = pprof.Lookup("goroutine").WriteTo(out, 1)
+					out.Close()
+				}
+			}
 			t.Logf("idle: %d groups x 3 replicas: heap +%.1f KiB per group (%.1f KiB per replica), goroutines +%.1f per group",
 				n, float64(heap1-heap0)/1024/float64(n), float64(heap1-heap0)/1024/float64(3*n), float64(gor1-gor0)/float64(n))
 
