@@ -82,8 +82,11 @@ type coreShared struct {
 	next        core.Handle
 	writes      int
 	incarnation uint64
-	// rejected counts wire messages the core refused, by error code name.
-	rejected map[string]uint64
+	// rejected counts wire messages the core refused, by error code name;
+	// rejectedCopy is the copy the metrics carry, made again only after
+	// rejected changed (published metrics are shared with readers).
+	rejected     map[string]uint64
+	rejectedCopy map[string]uint64
 }
 
 type handedWrite struct {
@@ -388,6 +391,7 @@ func (r *raftCore) handle(ctx actor.Context, msg any, sender *actor.PID) {
 				r.sh.rejected = map[string]uint64{}
 			}
 			r.sh.rejected[se.Code.String()]++
+			r.sh.rejectedCopy = nil
 		}
 		r.log().Debug("raftcore: message refused", slog.String("type", typeName(msg)), slog.Any("err", err))
 	}
@@ -767,7 +771,10 @@ func (r *raftCore) metrics() *messages.Metrics {
 	m := r.c.Metrics()
 	m.PendingWrites = uint64(r.sh.writes)
 	if len(r.sh.rejected) > 0 {
-		m.RejectedMessages = maps.Clone(r.sh.rejected)
+		if r.sh.rejectedCopy == nil {
+			r.sh.rejectedCopy = maps.Clone(r.sh.rejected)
+		}
+		m.RejectedMessages = r.sh.rejectedCopy
 	}
 	if m.StorageError == nil && r.n.writer.isFailed.Load() {
 		m.StorageError = newError(messages.ErrorCode_ERROR_CODE_STORAGE_FAILED, "storage failed")

@@ -63,11 +63,14 @@ func (s *gatedStore) holdAppends() (release func()) {
 	s.mu.Lock()
 	s.hold = ch
 	s.mu.Unlock()
+	var once sync.Once
 	return func() {
-		s.mu.Lock()
-		s.hold = nil
-		s.mu.Unlock()
-		close(ch)
+		once.Do(func() {
+			s.mu.Lock()
+			s.hold = nil
+			s.mu.Unlock()
+			close(ch)
+		})
 	}
 }
 
