@@ -780,20 +780,8 @@ func (s *ActorSim) describeNodes() string {
 
 // scheduleFaults draws the fault period's injections, as the core mode does.
 func (s *ActorSim) scheduleFaults() {
-	plan := s.cfg.Plan
-	if !plan.Any() {
-		return
-	}
-	rng := s.rng.Fork()
-	at := time.Duration(0)
-	for {
-		at += time.Duration(-math.Log(1-rng.Float64()) * float64(plan.MeanGap))
-		if at >= s.cfg.FaultTime {
-			return
-		}
-		kind, _ := plan.pickKind(rng)
-		seed := rng.Uint64()
-		s.q.At(at, func() { s.inject(kind, NewRand(seed)) })
+	if s.cfg.Plan.Any() {
+		s.cfg.Plan.schedule(s.rng.Fork(), s.cfg.FaultTime, s.q, s.inject)
 	}
 }
 
@@ -811,31 +799,10 @@ func (s *ActorSim) inject(kind FaultKind, rng *Rand) {
 	if l := s.currentLeader(); l != nil && rng.Chance(0.5) {
 		victim = l
 	}
+	if (netFaults{plan: s.cfg.Plan, q: s.q, net: s.net, trace: s.trace, counts: &s.stats.Faults}).start(kind, rng, victim.id, ids) {
+		return
+	}
 	switch kind {
-	case FaultNetwork:
-		f := s.cfg.Plan.randomNet(rng)
-		s.net.SetFaults(f)
-		s.trace.Add(now, 0, "network faults %+v", f)
-		s.q.After(rng.Duration(100*time.Millisecond, 2*time.Second), func() {
-			s.net.SetFaults(CalmNet)
-			s.trace.Add(s.q.Now(), 0, "network calm")
-		})
-	case FaultPartition:
-		if len(ids) < 2 {
-			return
-		}
-		pk := PartitionKind(rng.Between(1, int(numPartitionKinds)-1))
-		p := RandomPartition(rng, pk, ids)
-		if pk == PartitionIsolate && victim.id != p.A[0] {
-			p = Partition{Kind: pk, A: []uint64{victim.id}, B: without(ids, victim.id)}
-		}
-		s.stats.Faults.Partitions[p.Kind]++
-		s.net.Partition(p)
-		s.q.After(rng.Duration(100*time.Millisecond, 3*time.Second), func() {
-			if s.net.partition.Kind == p.Kind && slices.Equal(s.net.partition.A, p.A) {
-				s.net.Heal()
-			}
-		})
 	case FaultCrash:
 		if !victim.up {
 			return

@@ -2,6 +2,8 @@ package sim
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -129,4 +131,69 @@ func (p FaultPlan) pickKind(rng *Rand) (FaultKind, bool) {
 		return 0, false
 	}
 	return Pick(rng, kinds), true
+}
+
+// schedule draws the fault period's injections from rng: at exponentially
+// distributed gaps until faultTime, each one's kind and seed drawn here and
+// handed to inject at its time. Both simulators use it, so that a plan
+// means the same schedule in either.
+func (p FaultPlan) schedule(rng *Rand, faultTime time.Duration, q *Queue, inject func(FaultKind, *Rand)) {
+	at := time.Duration(0)
+	for {
+		at += time.Duration(-math.Log(1-rng.Float64()) * float64(p.MeanGap))
+		if at >= faultTime {
+			return
+		}
+		kind, _ := p.pickKind(rng)
+		seed := rng.Uint64()
+		q.At(at, func() { inject(kind, NewRand(seed)) })
+	}
+}
+
+// netFaults is the network side of a simulator, which both simulators
+// fault the same way.
+type netFaults struct {
+	plan   FaultPlan
+	q      *Queue
+	net    *Network
+	trace  *Trace
+	counts *FaultCounts
+}
+
+// start starts a network or partition fault of kind, with victim (one of
+// ids) the isolated node of an isolating partition, and schedules its end.
+// It reports whether kind is one of those two; the caller handles the
+// others.
+func (f netFaults) start(kind FaultKind, rng *Rand, victim uint64, ids []uint64) bool {
+	switch kind {
+	case FaultNetwork:
+		nf := f.plan.randomNet(rng)
+		f.net.SetFaults(nf)
+		f.trace.Add(f.q.Now(), 0, "network faults %+v", nf)
+		f.q.After(rng.Duration(100*time.Millisecond, 2*time.Second), func() {
+			f.net.SetFaults(CalmNet)
+			f.trace.Add(f.q.Now(), 0, "network calm")
+		})
+		return true
+	case FaultPartition:
+		if len(ids) < 2 {
+			return true
+		}
+		pk := PartitionKind(rng.Between(1, int(numPartitionKinds)-1))
+		// RandomPartition shuffles: put the victim in the isolated
+		// position afterwards.
+		p := RandomPartition(rng, pk, ids)
+		if pk == PartitionIsolate && victim != p.A[0] {
+			p = Partition{Kind: pk, A: []uint64{victim}, B: without(ids, victim)}
+		}
+		f.counts.Partitions[p.Kind]++
+		f.net.Partition(p)
+		f.q.After(rng.Duration(100*time.Millisecond, 3*time.Second), func() {
+			if f.net.partition.Kind == p.Kind && slices.Equal(f.net.partition.A, p.A) {
+				f.net.Heal()
+			}
+		})
+		return true
+	}
+	return false
 }
