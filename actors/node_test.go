@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/raftor/raftor/messages"
 	"github.com/raftor/raftor/store"
 )
@@ -347,5 +349,62 @@ func TestReplyProcessesAreReused(t *testing.T) {
 	}
 	if _, ok := n.system.ProcessRegistry.GetLocal(rp.pid.GetId()); ok {
 		t.Fatalf("reply process %s still registered after Stop", rp.pid.GetId())
+	}
+}
+
+// A write delivered twice from one sender while its first copy waits (a
+// transport that duplicates messages) goes into the log once and is
+// answered once, by its first copy: answering the second copy on its own
+// (refused, say, because a leader transfer began in between) could reach
+// the sender first and report as failed a write the first copy made.
+func TestDuplicateWriteIsAnsweredOnce(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	gate := newGatedStore(t)
+	tc.startWith(1, &logSM{}, gate)
+	if err := tc.nodes[1].node.Initialize(ctxT(t, 10*time.Second), &messages.Membership{Voters: []uint64{1}}); err != nil {
+		t.Fatal(err)
+	}
+	n := tc.leader()
+	write(t, n.node, "first")
+	base := n.node.Metrics().GetLastLogIndex()
+	in := newInbox(t, tc.system)
+	release := gate.holdAppends()
+	defer release()
+	dup := &messages.ClientWriteRequest{Data: []byte("dup"), Request: &messages.RequestID{ClientId: 7, Sequence: 1}, TimeoutMs: 20_000}
+	tc.system.Root.RequestWithCustomSender(n.node.PID(), dup, in.pid)
+	select {
+	case <-gate.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write's append never reached the store")
+	}
+	tc.system.Root.RequestWithCustomSender(n.node.PID(), proto.Clone(dup), in.pid)
+	next := &messages.ClientWriteRequest{Data: []byte("next"), Request: &messages.RequestID{ClientId: 7, Sequence: 2}, TimeoutMs: 20_000}
+	tc.system.Root.RequestWithCustomSender(n.node.PID(), next, in.pid)
+	waitFor(t, 10*time.Second, "the later write in RaftCore's log", func() bool {
+		return n.node.Metrics().GetLastLogIndex() >= base+2
+	})
+	release()
+
+	// Answers come in log order: once the later write's is here, any
+	// answer to a second copy would be too.
+	var answers []*messages.ClientWriteResponse
+	deadline := time.After(20 * time.Second)
+	for len(answers) == 0 || answers[len(answers)-1].GetRequest().GetSequence() != 2 {
+		select {
+		case m := <-in.ch:
+			r, ok := m.(*messages.ClientWriteResponse)
+			if !ok {
+				t.Fatalf("unexpected answer %T", m)
+			}
+			answers = append(answers, r)
+		case <-deadline:
+			t.Fatalf("no answer to the later write after 20s; answers so far: %v", answers)
+		}
+	}
+	if len(answers) != 2 || answers[0].GetError() != nil || answers[0].GetIndex() != base+1 {
+		t.Fatalf("answers %v: want one answer to the duplicated write, at index %d, then the later write's", answers, base+1)
+	}
+	if got := answers[1].GetIndex(); got != base+2 {
+		t.Errorf("the later write went to index %d, want %d: the duplicate took a log entry", got, base+2)
 	}
 }

@@ -87,6 +87,15 @@ type coreShared struct {
 	// rejected changed (published metrics are shared with readers).
 	rejected     map[string]uint64
 	rejectedCopy map[string]uint64
+	// byRequest finds the waiting write that carries a RequestID.
+	byRequest map[requestKey]core.Handle
+}
+
+// requestKey is a write's RequestID as a map key.
+type requestKey struct{ client, seq uint64 }
+
+func keyOf(id *messages.RequestID) requestKey {
+	return requestKey{client: id.GetClientId(), seq: id.GetSequence()}
 }
 
 type handedWrite struct {
@@ -116,6 +125,8 @@ type raftCore struct {
 	tickGen   uint64
 	tickSeq   uint64
 	stopTimer func()
+	// lastTick is the clock time up to which the core has had its ticks.
+	lastTick time.Time
 
 	repl map[uint64]replChild
 	// senders remembers, per peer and request type, who sent the last
@@ -156,7 +167,7 @@ type earlyMsg struct {
 const maxEarly = 10000
 
 func newRaftCoreProps(n *Node) *actor.Props {
-	sh := &coreShared{handles: map[core.Handle]*waiter{}}
+	sh := &coreShared{handles: map[core.Handle]*waiter{}, byRequest: map[requestKey]core.Handle{}}
 	opts := []actor.PropsOption{actor.WithMailbox(actor.UnboundedPriority())}
 	if n.cfg.Dispatcher != nil {
 		opts = append(opts, actor.WithDispatcher(n.cfg.Dispatcher))
@@ -307,7 +318,7 @@ func (r *raftCore) handle(ctx actor.Context, msg any, sender *actor.PID) {
 			return
 		}
 		r.scheduleTick(ctx)
-		r.c.Tick()
+		r.catchUpTicks()
 		var buf [8]uint64
 		for _, peer := range r.replPeers(buf[:0]) {
 			ctx.Send(r.repl[peer].pid, &replTick{})
@@ -426,6 +437,9 @@ func (r *raftCore) drop(h core.Handle) {
 	if w, ok := r.sh.handles[h]; ok {
 		if w.write {
 			r.sh.writes--
+			if id := w.req.(*messages.ClientWriteRequest).GetRequest(); id != nil && r.sh.byRequest[keyOf(id)] == h {
+				delete(r.sh.byRequest, keyOf(id))
+			}
 		}
 		if w.relay != nil {
 			r.n.system.ProcessRegistry.Remove(w.relay)
@@ -436,6 +450,19 @@ func (r *raftCore) drop(h core.Handle) {
 }
 
 func (r *raftCore) write(ctx actor.Context, m *messages.ClientWriteRequest, sender *actor.PID, hops uint32) {
+	id := m.GetRequest()
+	if id != nil && sender != nil {
+		if w := r.sh.handles[r.sh.byRequest[keyOf(id)]]; w != nil && w.sender != nil && w.sender.Equal(sender) {
+			// The same request from the same sender while its first copy
+			// waits: a transport delivered it twice. Its answer is the
+			// first copy's. Answering this copy on its own (refused, say,
+			// as a transfer began) could reach the sender first and tell
+			// it that a write failed which the first copy made.
+			r.log().Debug("raftcore: duplicate write dropped", slog.Uint64("client", id.GetClientId()),
+				slog.Uint64("sequence", id.GetSequence()))
+			return
+		}
+	}
 	if r.sh.writes >= r.n.cfg.MaxPendingWrites {
 		r.reply(ctx, sender, &messages.ClientWriteResponse{Request: m.GetRequest(), Error: newError(messages.ErrorCode_ERROR_CODE_OVERLOADED,
 			"%d writes in flight (MaxPendingWrites); retry later", r.sh.writes)})
@@ -444,12 +471,20 @@ func (r *raftCore) write(ctx actor.Context, m *messages.ClientWriteRequest, send
 	h := r.newWaiter(sender, m, hops, m.GetTimeoutMs())
 	r.sh.handles[h].write = true
 	r.sh.writes++
+	if id != nil {
+		r.sh.byRequest[keyOf(id)] = h
+	}
 	// Writes wait in r.proposals until the flush, so that all writes queued
 	// in the mailbox go into the core as one batch.
 	r.proposals = append(r.proposals, core.Proposal{Handle: h, Request: m})
 }
 
 func (r *raftCore) request(ctx actor.Context, m proto.Message, sender *actor.PID, hops uint32) {
+	if _, ok := m.(*messages.ReadIndexRequest); ok && r.n.cfg.LeaseRead {
+		// A lease is time: count the ticks a pause swallowed before
+		// answering from it.
+		r.catchUpTicks()
+	}
 	h := r.newWaiter(sender, m, hops, timeoutOf(m))
 	if err := r.c.Request(h, m); err != nil {
 		r.answer(ctx, h, responseFor(m, newError(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)))
@@ -814,7 +849,35 @@ func (r *raftCore) publishAll() {
 
 // ---- timers ----
 
+// catchUpTicks gives the core one tick for every TickInterval of the
+// node's clock since the last tick it had. The tick timer is armed again
+// only when a tick is handled, so a node that was stopped for a while (a
+// paused process, a long collection, a starved machine) gets one late
+// timer for a pause of any length; counting the intervals keeps its
+// timing honest, and above all a leader back from a pause longer than its
+// lease no longer answers a read from it (actor simulator seed 10655). A
+// very long pause counts as enough ticks to end every timeout.
+func (r *raftCore) catchUpTicks() {
+	now := r.n.cfg.Clock.Now()
+	iv := r.n.cfg.TickInterval
+	n := int(now.Sub(r.lastTick) / iv)
+	if n <= 0 {
+		return
+	}
+	if limit := 2*r.n.cfg.ElectionTicks + 2; n > limit {
+		n, r.lastTick = limit, now
+	} else {
+		r.lastTick = r.lastTick.Add(time.Duration(n) * iv)
+	}
+	for range n {
+		r.c.Tick()
+	}
+}
+
 func (r *raftCore) scheduleTick(ctx actor.Context) {
+	if r.lastTick.IsZero() {
+		r.lastTick = r.n.cfg.Clock.Now()
+	}
 	r.cancelTimer()
 	r.tickSeq++
 	gen := r.sh.incarnation<<32 | r.tickSeq

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -266,5 +267,28 @@ func TestStoreLogFollowsTheStore(t *testing.T) {
 	if s := view.State(); s.First != 4 || s.LastIndex() != 6 || s.Snapshot.GetIndex() != 4 || dirty != ^uint64(0) || truncated != 0 {
 		t.Fatalf("after the purge the view holds %d..%d with snapshot %d, dirty %d, truncated %d; want 4..6, snapshot 4, nothing changed",
 			s.First, s.LastIndex(), s.Snapshot.GetIndex(), dirty, truncated)
+	}
+}
+
+// TestActorSimFoundSeeds replays, on every run, the actor-mode seeds that
+// found defects in the actors; each failed before the fix named beside it.
+func TestActorSimFoundSeeds(t *testing.T) {
+	for _, tc := range []struct {
+		seed uint64
+		fix  string
+	}{
+		{767, "a restore never moves the state machine back"},
+		{849, "RaftCore adopts a snapshot storage finished installing after its term moved on"},
+		{5275, "the apply actor catches up from the snapshot that compacted the entries it had to read"},
+		{4105, "a write delivered twice by the network is answered once, by its first copy"},
+		{8291, "a leader counts the ticks a pause swallowed before answering from its lease"},
+		{10655, "a leader counts the ticks a pause swallowed before answering from its lease"},
+	} {
+		t.Run(fmt.Sprint(tc.seed), func(t *testing.T) {
+			if res := RunActors(tc.seed, Options{}); res.Err != nil {
+				t.Logf("this seed found: %s", tc.fix)
+				reportFailureOf(t, "TestActorSim", res)
+			}
+		})
 	}
 }
