@@ -79,6 +79,7 @@ type PebbleStore struct {
 	fs     vfs.FS
 	db     *pebble.DB
 	logger *slog.Logger
+	events *diskEvents
 	id     *messages.NodeIdentity
 	snaps  *fileSnapshots
 
@@ -157,18 +158,20 @@ func OpenPebble(dir string, o PebbleOptions) (*PebbleStore, error) {
 	if err := mkdirDurable(o.FS, logDir); err != nil {
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STORAGE_FAILED, Op: "open", Path: dir, Err: err}
 	}
+	events := &diskEvents{logger: o.Logger}
 	popts := &pebble.Options{
 		FS:                 o.FS,
 		MemTableSize:       o.MemTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{o.Logger},
+		EventListener:      events.listener(),
 	}
 	db, err := openPebble(logDir, popts)
 	if err != nil {
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_CORRUPT, Op: "open", Path: logDir,
 			Msg: "cannot open the Pebble database", Err: err}
 	}
-	s := &PebbleStore{dir: dir, fs: o.FS, db: db, logger: o.Logger, groups: map[uint64]*pgroup{}}
+	s := &PebbleStore{dir: dir, fs: o.FS, db: db, logger: o.Logger, events: events, groups: map[uint64]*pgroup{}}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.checkFormat(o.Options, logDir); err != nil {
 		_ = db.Close()
