@@ -168,3 +168,26 @@ func TestAggregateAveragesRoundsAndKeepsWhatIsVisible(t *testing.T) {
 		t.Errorf("dragonboat row %+v: invisible fsyncs must stay unknown (-1), not 0", d)
 	}
 }
+
+func TestLogWritesPrintedBesideTheClientsTail(t *testing.T) {
+	runs := []load.Result{
+		{System: "raftor", Mode: "durable", Clients: 256, Payload: 128, Round: 1, Writes: 100, Seconds: 1, WritesPerSec: 100,
+			P99Micros: 20000, P999Micros: 60000, LogWriteP50Micros: 500, LogWriteP99Micros: 4000, LogWriteMaxMicros: 50000,
+			WriteStalls: 1, WriteStallMicros: 30000},
+		{System: "raftor", Mode: "durable", Clients: 256, Payload: 128, Round: 2, Writes: 100, Seconds: 1, WritesPerSec: 100,
+			P99Micros: 20000, P999Micros: 60000, LogWriteP50Micros: 700, LogWriteP99Micros: 6000, LogWriteMaxMicros: 70000,
+			WriteStalls: 2, WriteStallMicros: 20000},
+		// A system that does not time its log writes gets no line.
+		{System: "etcd", Mode: "durable", Clients: 256, Payload: 128, Round: 1, Writes: 100, Seconds: 1, WritesPerSec: 100},
+	}
+	rows := aggregate(runs, []string{"raftor", "etcd"}, []string{"durable"})
+	var out bytes.Buffer
+	printLogWrites(&out, rows)
+	want := "raftor durable, 256 clients: log write p50 600µs, p99 5.00ms, longest 60.0ms; client write p99 20.0ms, p999 60.0ms; 3 write stalls (50.0ms in all, 2 rounds)"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("log writes printed as\n%s\nwant a line\n%s", out.String(), want)
+	}
+	if strings.Contains(out.String(), "etcd") {
+		t.Errorf("a system without timed log writes got a line:\n%s", out.String())
+	}
+}

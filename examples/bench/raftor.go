@@ -41,6 +41,8 @@ type raftorCluster struct {
 	syncs   atomic.Int64
 	synced  atomic.Int64
 	writes  writeTimes
+	// stallsAtReset is what the stores had reported at ResetLogWrites.
+	stallsAtReset store.DiskStats
 }
 
 const raftorClusterID = "bench"
@@ -157,11 +159,50 @@ func (c *raftorCluster) Counters() (int64, int64, bool) {
 }
 
 // ResetLogWrites implements load.LogWriteTimer.
-func (c *raftorCluster) ResetLogWrites() { c.writes.reset() }
+func (c *raftorCluster) ResetLogWrites() {
+	c.writes.reset()
+	c.stallsAtReset = c.diskStats()
+}
+
+// WriteStalls implements load.LogWriteTimer: Pebble's write stalls on the
+// three nodes since the reset.
+func (c *raftorCluster) WriteStalls() (int64, time.Duration) {
+	now := c.diskStats()
+	return now.WriteStalls - c.stallsAtReset.WriteStalls, now.WriteStallTime - c.stallsAtReset.WriteStallTime
+}
+
+// diskStats sums what the nodes' Pebble stores reported.
+func (c *raftorCluster) diskStats() store.DiskStats {
+	var sum store.DiskStats
+	for _, st := range c.stores {
+		if p, ok := st.(*store.PebbleStore); ok {
+			d := p.DiskStats()
+			sum.WriteStalls += d.WriteStalls
+			sum.WriteStallTime += d.WriteStallTime
+		}
+	}
+	return sum
+}
 
 // LogWriteP50 implements load.LogWriteTimer: the median time of one
 // store Append (one batch, one sync) on any of the three nodes.
-func (c *raftorCluster) LogWriteP50() time.Duration { return c.writes.p50() }
+func (c *raftorCluster) LogWriteP50() time.Duration {
+	s := c.writes.sorted()
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// LogWriteTail implements load.LogWriteTimer: the p99 and the longest of
+// the same writes.
+func (c *raftorCluster) LogWriteTail() (p99, longest time.Duration) {
+	s := c.writes.sorted()
+	if len(s) == 0 {
+		return 0, 0
+	}
+	return s[min(len(s)-1, len(s)*99/100)], s[len(s)-1]
+}
 
 // writeTimes keeps the durations of the latest log writes (up to a bound,
 // so a long run does not grow it without end).
@@ -190,15 +231,13 @@ func (w *writeTimes) reset() {
 	w.mu.Unlock()
 }
 
-func (w *writeTimes) p50() time.Duration {
+// sorted returns the kept durations in increasing order.
+func (w *writeTimes) sorted() []time.Duration {
 	w.mu.Lock()
 	s := slices.Clone(w.d)
 	w.mu.Unlock()
-	if len(s) == 0 {
-		return 0
-	}
 	slices.Sort(s)
-	return s[len(s)/2]
+	return s
 }
 
 func (c *raftorCluster) Close() error {

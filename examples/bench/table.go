@@ -38,6 +38,14 @@ type row struct {
 	// LogWriteP50Micros is the mean over the rounds of the median log
 	// write (Raftor only).
 	LogWriteP50Micros float64 `json:"log_write_p50_us,omitempty"`
+	// LogWriteP99Micros and LogWriteMaxMicros are the means over the
+	// rounds of the same log writes' p99 and longest.
+	LogWriteP99Micros float64 `json:"log_write_p99_us,omitempty"`
+	LogWriteMaxMicros float64 `json:"log_write_max_us,omitempty"`
+	// WriteStalls and WriteStallMicros are the log stores' write stalls
+	// over every round, and their time in all.
+	WriteStalls      int64   `json:"write_stalls,omitempty"`
+	WriteStallMicros float64 `json:"write_stall_us,omitempty"`
 }
 
 func aggregate(runs []load.Result, systems, modes []string) []row {
@@ -79,6 +87,10 @@ func aggregate(runs []load.Result, systems, modes []string) []row {
 			w.P99Micros += r.P99Micros / n
 			w.P999Micros += r.P999Micros / n
 			w.LogWriteP50Micros += r.LogWriteP50Micros / n
+			w.LogWriteP99Micros += r.LogWriteP99Micros / n
+			w.LogWriteMaxMicros += r.LogWriteMaxMicros / n
+			w.WriteStalls += r.WriteStalls
+			w.WriteStallMicros += r.WriteStallMicros
 			lo, hi = min(lo, r.WritesPerSec), max(hi, r.WritesPerSec)
 			writes += r.Writes
 			secs += r.Seconds
@@ -132,6 +144,7 @@ func printReport(out io.Writer, rep report) {
 			r.CPUPer1000, fmtBytes(r.PeakRSSBytes), fs, epf, r.Errors)
 	}
 	tw.Flush()
+	printLogWrites(out, rep.Rows)
 	for _, ms := range rep.Missing {
 		fmt.Fprintf(out, "%s %s: not available: %s\n", ms.System, ms.Mode, ms.Reason)
 	}
@@ -158,6 +171,33 @@ func printReport(out io.Writer, rep report) {
 			}
 		}
 	}
+}
+
+// printLogWrites sets the clients' tail of each row whose system timed its
+// own log writes beside those writes' tail: a slow synced write (a flush or
+// a compaction competing for the disk) holds up every client waiting on it.
+func printLogWrites(out io.Writer, rows []row) {
+	header := false
+	for _, r := range rows {
+		if r.LogWriteP50Micros <= 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(out, "\nlog writes (one synced store Append on any node) beside the clients' latency:\n")
+			header = true
+		}
+		fmt.Fprintf(out, "  %s %s, %s: log write p50 %s, p99 %s, longest %s; client write p99 %s, p999 %s; %d write stalls (%s in all, %d rounds)\n",
+			r.System, r.Mode, clientsText(r.Clients), fmtMicros(r.LogWriteP50Micros), fmtMicros(r.LogWriteP99Micros),
+			fmtMicros(r.LogWriteMaxMicros), fmtMicros(r.P99Micros), fmtMicros(r.P999Micros),
+			r.WriteStalls, fmtMicros(r.WriteStallMicros), r.Rounds)
+	}
+}
+
+func clientsText(n int) string {
+	if n == 1 {
+		return "1 client"
+	}
+	return fmt.Sprintf("%d clients", n)
 }
 
 func fmtMicros(us float64) string {

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 
@@ -75,11 +76,23 @@ func workerMain(role string, stdin io.Reader, stdout, stderr io.Writer) int {
 // are not profiled.
 const profileEnv = "RAFTOR_BENCH_CPUPROFILE"
 
+// traceEnv names a directory: when it is set, Raftor's worker writes an
+// execution trace of each run there (raftor-<mode>-round<n>.trace), for
+// `go tool trace`: where goroutines wait (`-pprof=sched`, `-pprof=sync`)
+// rather than where they spend CPU. A trace of a busy run grows by tens of
+// megabytes a second; use a short --duration.
+const traceEnv = "RAFTOR_BENCH_TRACE"
+
 func startProfile(dir string, s load.Spec) (stop func(), err error) {
+	stopTrace, err := startTrace(os.Getenv(traceEnv), s)
+	if err != nil {
+		return func() {}, err
+	}
 	if dir == "" {
-		return func() {}, nil
+		return stopTrace, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		stopTrace()
 		return func() {}, err
 	}
 	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("raftor-%s-round%d.pprof", s.Mode, s.Round)))
@@ -88,7 +101,26 @@ func startProfile(dir string, s load.Spec) (stop func(), err error) {
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
+		stopTrace()
 		return func() {}, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return func() { pprof.StopCPUProfile(); f.Close(); stopTrace() }, nil
+}
+
+func startTrace(dir string, s load.Spec) (stop func(), err error) {
+	if dir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return func() {}, err
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("raftor-%s-round%d.trace", s.Mode, s.Round)))
+	if err != nil {
+		return func() {}, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return func() {}, err
+	}
+	return func() { trace.Stop(); f.Close() }, nil
 }

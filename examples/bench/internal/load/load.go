@@ -72,6 +72,16 @@ type Result struct {
 	// writes (one synced batch each) during the phase, warm-up included,
 	// where the program can see them.
 	LogWriteP50Micros float64 `json:"log_write_p50_us,omitempty"`
+	// LogWriteP99Micros and LogWriteMaxMicros are the tail of the same
+	// log writes: a write that waits for a slow log write shows in the
+	// clients' p99 and p999.
+	LogWriteP99Micros float64 `json:"log_write_p99_us,omitempty"`
+	LogWriteMaxMicros float64 `json:"log_write_max_us,omitempty"`
+	// WriteStalls and WriteStallMicros count the times the system's log
+	// store stopped taking writes during the phase, and for how long in
+	// all (Pebble's write stalls: memtables or level 0 full).
+	WriteStalls      int64   `json:"write_stalls,omitempty"`
+	WriteStallMicros float64 `json:"write_stall_us,omitempty"`
 
 	PeakRSSBytes int64  `json:"peak_rss_bytes,omitempty"`
 	FirstError   string `json:"first_error,omitempty"`
@@ -267,6 +277,11 @@ type LogWriteTimer interface {
 	ResetLogWrites()
 	// LogWriteP50 is the median of the writes timed since the reset.
 	LogWriteP50() time.Duration
+	// LogWriteTail is the p99 and the longest of those writes.
+	LogWriteTail() (p99, longest time.Duration)
+	// WriteStalls is how many times, and how long in all, the log stores
+	// stopped taking writes since the reset.
+	WriteStalls() (n int64, total time.Duration)
 }
 
 // Execute runs every phase of s on c and emits one Result per phase to out.
@@ -288,6 +303,11 @@ func Execute(ctx context.Context, s Spec, c Cluster, out io.Writer) error {
 		}
 		if timed {
 			r.LogWriteP50Micros = float64(timer.LogWriteP50()) / float64(time.Microsecond)
+			p99, longest := timer.LogWriteTail()
+			r.LogWriteP99Micros = float64(p99) / float64(time.Microsecond)
+			r.LogWriteMaxMicros = float64(longest) / float64(time.Microsecond)
+			stalls, stalled := timer.WriteStalls()
+			r.WriteStalls, r.WriteStallMicros = stalls, float64(stalled)/float64(time.Microsecond)
 		}
 		r.System, r.Mode, r.Round = s.System, s.Mode, s.Round
 		if err := Emit(out, r); err != nil {
