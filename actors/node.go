@@ -421,7 +421,7 @@ func (n *Node) stop() {
 // await sends msg to pid and waits for any answer, at most d.
 func (n *Node) await(pid *actor.PID, msg any, d time.Duration) {
 	rp := n.newReply()
-	defer rp.release()
+	defer n.putReply(rp)
 	n.system.Root.RequestWithCustomSender(pid, msg, rp.pid)
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -473,7 +473,7 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 		// Stop answered every request RaftCore held; take that answer if
 		// it is here. Otherwise this request arrived as the node stopped
 		// and was never handled.
-		defer rp.release()
+		defer n.putReply(rp)
 		select {
 		case m := <-rp.ch:
 			return n.answer(req, m)
@@ -481,10 +481,10 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 		}
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_STOPPED, Msg: "node stopped"}
 	case <-ctx.Done():
-		rp.release()
+		n.putReply(rp)
 		return nil, ctxError(ctx.Err())
 	case <-expired:
-		rp.release()
+		n.putReply(rp)
 		return nil, &Error{Code: messages.ErrorCode_ERROR_CODE_TIMEOUT, Msg: "no answer"}
 	}
 }
@@ -566,75 +566,95 @@ func setTimeout(req proto.Message, d time.Duration) {
 
 // replyProcess is a PID that hands the message it receives to a Go
 // channel: a Go caller waits on it together with its context, with no
-// goroutine and no timer of protoactor's futures. A call that got its
-// answer gives the process back for the next call (putReply): registering
-// a new PID for every call was a twentieth of a busy node's CPU.
+// goroutine and no timer of protoactor's futures.
+//
+// Every call registers the process under an ID of its own, and the process
+// takes only messages addressed to the current one: an answer to an
+// earlier call (a duplicate the transport delivered twice, an answer that
+// came after its call gave up) is dropped, never taken as the answer to
+// the call that reuses the process. The process and its channel are kept
+// for the next call (putReply), so a call costs a registration, not an
+// allocation of each.
 type replyProcess struct {
 	n   *Node
 	pid *actor.PID
 	ch  chan any
+
+	// mu orders delivery against the change of ID between calls, so that
+	// a message that was checked against the old ID cannot land in the
+	// channel after the next call drained it.
+	mu sync.Mutex
+	id string
 }
 
-// maxFreeReplies bounds the reply processes a node keeps registered for
-// reuse: about the number of concurrent callers worth serving without a
-// registration each.
+// maxFreeReplies bounds the reply processes a node keeps for reuse: about
+// the number of concurrent callers worth serving without an allocation
+// each.
 const maxFreeReplies = 1024
 
 func (n *Node) newReply() *replyProcess {
+	var rp *replyProcess
 	n.replyMu.Lock()
 	if k := len(n.freeReplies); k > 0 {
-		rp := n.freeReplies[k-1]
+		rp = n.freeReplies[k-1]
 		n.freeReplies[k-1] = nil
 		n.freeReplies = n.freeReplies[:k-1]
-		n.replyMu.Unlock()
-		// A message that arrived after the previous call's answer (none
-		// is sent; this is a guard) is not this call's.
-		select {
-		case <-rp.ch:
-		default:
-		}
-		return rp
 	}
 	n.replyMu.Unlock()
-	rp := &replyProcess{n: n, ch: make(chan any, 1)}
-	rp.pid, _ = n.system.ProcessRegistry.Add(rp, "raftor-reply-"+n.system.ProcessRegistry.NextId())
+	if rp == nil {
+		rp = &replyProcess{n: n, ch: make(chan any, 1)}
+	}
+	id := "raftor-reply-" + n.system.ProcessRegistry.NextId()
+	rp.mu.Lock()
+	rp.id = id
+	select {
+	case <-rp.ch:
+	default:
+	}
+	rp.mu.Unlock()
+	rp.pid, _ = n.system.ProcessRegistry.Add(rp, id)
 	return rp
 }
 
-// putReply keeps rp for another call. Only a call that received its answer
-// puts its process back: one that gave up (timeout, context, stop) may
-// still be answered later, and that answer must not reach another call.
+// putReply unregisters rp's ID and keeps the process for another call. A
+// late answer to this call finds no process under the ID, or is refused by
+// the process (SendUserMessage) if it raced with the removal.
 func (n *Node) putReply(rp *replyProcess) {
+	rp.release()
 	n.replyMu.Lock()
 	if !n.repliesClosed && len(n.freeReplies) < maxFreeReplies {
 		n.freeReplies = append(n.freeReplies, rp)
-		n.replyMu.Unlock()
-		return
 	}
 	n.replyMu.Unlock()
-	rp.release()
 }
 
-// closeReplies unregisters the kept reply processes; later calls release
-// theirs.
+// closeReplies stops keeping reply processes; the kept ones hold no
+// registration.
 func (n *Node) closeReplies() {
 	n.replyMu.Lock()
-	free := n.freeReplies
 	n.freeReplies, n.repliesClosed = nil, true
 	n.replyMu.Unlock()
-	for _, rp := range free {
-		rp.release()
-	}
 }
 
+// release unregisters the process's current ID and makes it refuse what
+// is still addressed there.
 func (rp *replyProcess) release() {
+	rp.mu.Lock()
+	rp.id = ""
+	rp.mu.Unlock()
 	rp.n.system.ProcessRegistry.Remove(rp.pid)
 }
 
-// SendUserMessage implements actor.Process. The first message waits in
-// the channel for the caller; any later one is dropped.
-func (rp *replyProcess) SendUserMessage(_ *actor.PID, message any) {
+// SendUserMessage implements actor.Process. The first message addressed to
+// the current call waits in the channel for the caller; any later one, and
+// anything addressed to an earlier call, is dropped.
+func (rp *replyProcess) SendUserMessage(pid *actor.PID, message any) {
 	_, msg, _ := actor.UnwrapEnvelope(message)
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.id == "" || pid.GetId() != rp.id {
+		return
+	}
 	select {
 	case rp.ch <- msg:
 	default:

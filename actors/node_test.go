@@ -352,6 +352,57 @@ func TestReplyProcessesAreReused(t *testing.T) {
 	}
 }
 
+// An answer delivered twice (a transport that duplicates messages) whose
+// second copy comes while the caller's next call waits must not answer
+// that call: the next call reuses the reply process, never its address.
+// clustertest's TestFigure8Unreliable saw a client's delete acknowledged at
+// the index of an earlier put this way.
+func TestLateAnswerNeverAnswersTheNextCall(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	gate := newGatedStore(t)
+	tc.startWith(1, &logSM{}, gate)
+	if err := tc.nodes[1].node.Initialize(ctxT(t, 10*time.Second), &messages.Membership{Voters: []uint64{1}}); err != nil {
+		t.Fatal(err)
+	}
+	n := tc.leader().node
+	write(t, n, "first")
+	n.replyMu.Lock()
+	if len(n.freeReplies) == 0 {
+		n.replyMu.Unlock()
+		t.Fatal("a call that got its answer kept no reply process")
+	}
+	old := n.freeReplies[len(n.freeReplies)-1].pid
+	n.replyMu.Unlock()
+
+	release := gate.holdAppends()
+	defer release()
+	done := make(chan *WriteResult, 1)
+	go func() {
+		res, err := n.ClientWrite(ctxT(t, 20*time.Second), []byte("second"))
+		if err != nil {
+			t.Errorf("second write: %v", err)
+		}
+		done <- res
+	}()
+	select {
+	case <-gate.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second write's append never reached the store")
+	}
+	// The second call waits for its append; the first call's address gets
+	// an answer again.
+	n.system.Root.Send(old, &messages.ClientWriteResponse{Index: 999_999, Term: 1})
+	release()
+	select {
+	case res := <-done:
+		if res != nil && res.Index == 999_999 {
+			t.Fatal("an answer addressed to the previous call answered the next one")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second write was never answered")
+	}
+}
+
 // A write delivered twice from one sender while its first copy waits (a
 // transport that duplicates messages) goes into the log once and is
 // answered once, by its first copy: answering the second copy on its own
