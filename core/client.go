@@ -113,9 +113,11 @@ func (c *Core) startRead(r *readReq) {
 // leaseValid reports whether a quorum acknowledged a heartbeat round sent
 // recently enough that no other leader can have been elected since: voters
 // ignore elections for ElectionTicks after hearing from a leader. One tick
-// of margin covers clock drift between ticks.
+// of margin covers clock drift between ticks. A leadership that began a
+// leader transfer holds no lease any more (leaseRevoked): the transfer's
+// election is granted whatever the voters heard.
 func (c *Core) leaseValid() bool {
-	if !c.cfg.LeaseRead || !c.cfg.CheckQuorum || c.transfer != nil || !c.committedInTerm() {
+	if !c.cfg.LeaseRead || !c.cfg.CheckQuorum || c.transfer != nil || c.leaseRevoked || !c.committedInTerm() {
 		return false
 	}
 	lease := uint64(c.cfg.ElectionTicks - 1)
@@ -181,6 +183,7 @@ func (c *Core) transferLeader(h Handle, req *messages.TransferLeaderRequest) {
 		return
 	}
 	c.transfer = &transferState{target: target, h: h}
+	c.leaseRevoked = true
 	c.logger().Info("raftor: transferring leadership", "target", target, "term", c.term)
 	c.checkTransfer()
 }

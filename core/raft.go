@@ -645,6 +645,7 @@ func (c *Core) becomeLeader() {
 	c.heartbeatElapsed = 0
 	c.peers = map[uint64]*peer{}
 	c.roundTick = map[uint64]uint64{}
+	c.leaseRevoked = false
 	if t := c.transfer; t != nil {
 		// Leadership came back here before the target took it.
 		c.respond(t.h, &messages.TransferLeaderResponse{Error: errOf(messages.ErrorCode_ERROR_CODE_TIMEOUT,

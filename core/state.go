@@ -52,6 +52,12 @@ type Core struct {
 	reads     []*readReq
 	transfer  *transferState
 	change    *confChange
+	// leaseRevoked is set once a transfer began in this leadership: its
+	// target may campaign with the transfer flag, which voters grant
+	// even while they hear this leader, at any time its TimeoutNow
+	// arrives. Acknowledgements no longer bound when another leader can be
+	// elected, so reads take a quorum round until the next leadership.
+	leaseRevoked bool
 
 	// waiters are the writes not yet handed to the apply actor, by index.
 	waiters []*messages.ApplyWaiter

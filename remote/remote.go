@@ -71,7 +71,11 @@ type Config struct {
 	WriterQueueSize int
 
 	// KeepaliveInterval and KeepaliveTimeout detect a peer that stopped
-	// answering without closing the connection. Defaults 2 s and 2 s.
+	// answering without closing the connection. Defaults 2 s and 2 s. The
+	// accepting side pings every KeepaliveInterval; gRPC pings from the
+	// dialing side no more often than every 10 s whatever is asked, so a
+	// dark outbound connection is dropped after about 10 s plus the
+	// timeout.
 	KeepaliveInterval time.Duration
 	KeepaliveTimeout  time.Duration
 
