@@ -104,14 +104,7 @@ func TestStorageFailureStopsWrites(t *testing.T) {
 // first sync until all the other writes are in RaftCore's log, so that
 // they are waiting whatever the machine's speed.
 func TestConcurrentWritesShareFsyncs(t *testing.T) {
-	tc := newTestCluster(t, nil)
-	gate := newGatedStore(t)
-	tc.startWith(1, &logSM{}, gate)
-	if err := tc.nodes[1].node.Initialize(ctxT(t, 10*time.Second), &messages.Membership{Voters: []uint64{1}}); err != nil {
-		t.Fatal(err)
-	}
-	n := tc.leader()
-	write(t, n.node, "first")
+	_, gate, n := gatedLeader(t)
 	before := n.node.StorageStats()
 	base := n.node.Metrics().GetLastLogIndex()
 	release := gate.holdAppends()
@@ -151,6 +144,21 @@ func TestConcurrentWritesShareFsyncs(t *testing.T) {
 	if got := len(n.sm.snapshotData()); got != writers+1 {
 		t.Errorf("applied %d writes, want %d", got, writers+1)
 	}
+}
+
+// gatedLeader starts a single-node cluster on a gated store and returns it
+// with its leader, one write already applied.
+func gatedLeader(t *testing.T) (*testCluster, *gatedStore, *testNode) {
+	t.Helper()
+	tc := newTestCluster(t, nil)
+	gate := newGatedStore(t)
+	tc.startWith(1, &logSM{}, gate)
+	if err := tc.nodes[1].node.Initialize(ctxT(t, 10*time.Second), &messages.Membership{Voters: []uint64{1}}); err != nil {
+		t.Fatal(err)
+	}
+	n := tc.leader()
+	write(t, n.node, "first")
+	return tc, gate, n
 }
 
 // A node stopped and started again on its store and state machine comes
@@ -358,14 +366,8 @@ func TestReplyProcessesAreReused(t *testing.T) {
 // clustertest's TestFigure8Unreliable saw a client's delete acknowledged at
 // the index of an earlier put this way.
 func TestLateAnswerNeverAnswersTheNextCall(t *testing.T) {
-	tc := newTestCluster(t, nil)
-	gate := newGatedStore(t)
-	tc.startWith(1, &logSM{}, gate)
-	if err := tc.nodes[1].node.Initialize(ctxT(t, 10*time.Second), &messages.Membership{Voters: []uint64{1}}); err != nil {
-		t.Fatal(err)
-	}
-	n := tc.leader().node
-	write(t, n, "first")
+	_, gate, leader := gatedLeader(t)
+	n := leader.node
 	n.replyMu.Lock()
 	if len(n.freeReplies) == 0 {
 		n.replyMu.Unlock()
@@ -409,14 +411,7 @@ func TestLateAnswerNeverAnswersTheNextCall(t *testing.T) {
 // (refused, say, because a leader transfer began in between) could reach
 // the sender first and report as failed a write the first copy made.
 func TestDuplicateWriteIsAnsweredOnce(t *testing.T) {
-	tc := newTestCluster(t, nil)
-	gate := newGatedStore(t)
-	tc.startWith(1, &logSM{}, gate)
-	if err := tc.nodes[1].node.Initialize(ctxT(t, 10*time.Second), &messages.Membership{Voters: []uint64{1}}); err != nil {
-		t.Fatal(err)
-	}
-	n := tc.leader()
-	write(t, n.node, "first")
+	tc, gate, n := gatedLeader(t)
 	base := n.node.Metrics().GetLastLogIndex()
 	in := newInbox(t, tc.system)
 	release := gate.holdAppends()

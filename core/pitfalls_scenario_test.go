@@ -189,12 +189,8 @@ func TestScenarioPromotedLearnerVotes(t *testing.T) {
 	net.AddEmpty(4)
 	net.Elect(1)
 	mustWrite(t, net, 1, "a")
-	h := net.Node(1).Request(&messages.AddLearnerRequest{NodeId: 4, Address: coretest.Address(4), WaitCaughtUp: true})
-	net.RunUntil(50, "learner added", func() bool { return net.Node(1).Response(h) != nil })
-	if r := net.Node(1).Response(h).(*messages.MembershipChangeResponse); r.GetError() != nil {
-		t.Fatalf("add learner: %v", r.GetError())
-	}
-	h = net.Node(1).Request(&messages.ChangeMembershipRequest{Voters: []uint64{1, 2, 4}})
+	mustAddLearner(t, net, 1, 4)
+	h := net.Node(1).Request(&messages.ChangeMembershipRequest{Voters: []uint64{1, 2, 4}})
 	net.RunUntil(50, "node 4 promoted", func() bool { return net.Node(1).Response(h) != nil })
 	if r := net.Node(1).Response(h).(*messages.MembershipChangeResponse); r.GetError() != nil {
 		t.Fatalf("promote: %v", r.GetError())

@@ -36,6 +36,17 @@ func mustWrite(t *testing.T, net *coretest.Network, leader uint64, data string) 
 
 func role(net *coretest.Network, id uint64) messages.Role { return net.Node(id).Status().Role }
 
+// mustAddLearner has the leader add node id as a learner, waiting until it
+// holds the log.
+func mustAddLearner(t *testing.T, net *coretest.Network, leader, id uint64) {
+	t.Helper()
+	h := net.Node(leader).Request(&messages.AddLearnerRequest{NodeId: id, Address: coretest.Address(id), WaitCaughtUp: true})
+	net.RunUntil(50, "learner added", func() bool { return net.Node(leader).Response(h) != nil })
+	if r := net.Node(leader).Response(h).(*messages.MembershipChangeResponse); r.GetError() != nil {
+		t.Fatalf("add learner %d: %v", id, r.GetError())
+	}
+}
+
 // Two candidates split the vote of term 2; randomized timeouts then elect
 // exactly one leader in a later term.
 func TestScenarioSplitVote(t *testing.T) {
@@ -226,15 +237,11 @@ func TestScenarioJointConsensusLeaderLeaves(t *testing.T) {
 	net.AddEmpty(4)
 	net.Elect(1)
 	mustWrite(t, net, 1, "a")
-	h := net.Node(1).Request(&messages.AddLearnerRequest{NodeId: 4, Address: coretest.Address(4), WaitCaughtUp: true})
-	net.RunUntil(50, "learner added", func() bool { return net.Node(1).Response(h) != nil })
-	if r := net.Node(1).Response(h).(*messages.MembershipChangeResponse); r.GetError() != nil {
-		t.Fatalf("add learner: %v", r.GetError())
-	}
+	mustAddLearner(t, net, 1, 4)
 	if got := net.Node(4).AppliedData(); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("learner applied %v", got)
 	}
-	h = net.Node(1).Request(&messages.ChangeMembershipRequest{Voters: []uint64{2, 3, 4}})
+	h := net.Node(1).Request(&messages.ChangeMembershipRequest{Voters: []uint64{2, 3, 4}})
 	net.RunUntil(50, "membership changed", func() bool { return net.Node(1).Response(h) != nil })
 	sawJoint := slices.ContainsFunc(net.Node(2).DurableLog(), func(e *messages.Entry) bool {
 		return len(e.GetMembership().GetVotersOutgoing()) > 0
