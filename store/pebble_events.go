@@ -65,18 +65,12 @@ func (d *diskEvents) listener() *pebble.EventListener {
 			d.logger.Warn("pebble resumed writes", "component", "pebble", "stopped_for", took)
 		},
 		FlushEnd: func(info pebble.FlushInfo) {
-			d.mu.Lock()
-			d.stats.Flushes++
-			d.stats.FlushTime += info.TotalDuration
-			d.mu.Unlock()
+			d.count(&d.stats.Flushes, &d.stats.FlushTime, info.TotalDuration)
 			d.logger.Debug("pebble flush", "component", "pebble", "input_bytes", info.InputBytes,
 				"took", info.TotalDuration, "err", info.Err)
 		},
 		CompactionEnd: func(info pebble.CompactionInfo) {
-			d.mu.Lock()
-			d.stats.Compactions++
-			d.stats.CompactionTime += info.TotalDuration
-			d.mu.Unlock()
+			d.count(&d.stats.Compactions, &d.stats.CompactionTime, info.TotalDuration)
 			d.logger.Debug("pebble compaction", "component", "pebble", "reason", info.Reason,
 				"took", info.TotalDuration, "err", info.Err)
 		},
@@ -88,6 +82,14 @@ func (d *diskEvents) listener() *pebble.EventListener {
 				"op", info.OpType.String(), "took", info.Duration)
 		},
 	}
+}
+
+// count adds one job that took took to a count and a total, under d.mu.
+func (d *diskEvents) count(n *int64, total *time.Duration, took time.Duration) {
+	d.mu.Lock()
+	*n++
+	*total += took
+	d.mu.Unlock()
 }
 
 func (d *diskEvents) snapshot() DiskStats {
