@@ -72,8 +72,9 @@ func TestScenarioNodeWithLostDiskDoesNotRejoinUnderItsID(t *testing.T) {
 // a write. Node 1, cut off by then, gives up on the transfer after an
 // election timeout and takes requests again: it must not answer a read from
 // a lease that node 2's acknowledgements during the transfer would seem to
-// extend, or the read misses the acknowledged write. It fails today: the
-// lease is off only while the transfer is in progress.
+// extend, or the read misses the acknowledged write. Before the lease was
+// revoked for the rest of a leadership that began a transfer (core
+// leaseRevoked), it was off only while the transfer lasted, and this failed.
 func TestScenarioLeaseEndsWithATransfer(t *testing.T) {
 	opts := robust
 	opts.LeaseRead = true
