@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftor/raftor/messages"
@@ -452,5 +453,51 @@ func TestDuplicateWriteIsAnsweredOnce(t *testing.T) {
 	}
 	if got := answers[1].GetIndex(); got != base+2 {
 		t.Errorf("the later write went to index %d, want %d: the duplicate took a log entry", got, base+2)
+	}
+}
+
+// A call without a deadline whose request is lost on the way (a forward to
+// a leader that died) ends with TIMEOUT once RequestTimeout and a second
+// have passed; the process's timer, kept for the next call, neither fires
+// into that call nor stops it from being answered.
+func TestCallWithoutDeadlineEndsWhenItsAnswerIsLost(t *testing.T) {
+	const requestTimeout = 300 * time.Millisecond
+	tc := newTestCluster(t, func(id uint64) Config {
+		c := testConfig(id)
+		c.RequestTimeout = requestTimeout
+		return c
+	})
+	tc.boot(1)
+	n := tc.leader().node
+	write(t, n, "a")
+
+	// A PID that takes every message and answers none stands in for
+	// RaftCore while the lost call waits.
+	hole, err := tc.system.Root.SpawnNamed(actor.PropsFromFunc(func(actor.Context) {}), "black-hole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := n.corePID
+	n.corePID = hole
+	start := time.Now()
+	_, err = n.ClientWrite(context.Background(), []byte("lost"))
+	took := time.Since(start)
+	n.corePID = core
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("a call whose request was lost ended with %v, want a timeout", err)
+	}
+	if took < requestTimeout+time.Second {
+		t.Fatalf("a call whose request was lost ended after %v, before RequestTimeout (%v) and a second", took, requestTimeout)
+	}
+	// The next calls reuse the process and its timer: they get their own
+	// answers, each well within the timer's bound.
+	for _, data := range []string{"b", "c"} {
+		res, err := n.ClientWrite(context.Background(), []byte(data))
+		if err != nil {
+			t.Fatalf("write %q after the lost call: %v", data, err)
+		}
+		if res.Index == 0 {
+			t.Fatalf("write %q answered with index 0", data)
+		}
 	}
 }
