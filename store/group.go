@@ -60,6 +60,19 @@ func decodeRecord(op string, group, index uint64, b []byte) (*messages.Entry, er
 	return e, nil
 }
 
+// checkEncodes reports whether e would fail to encode, as encodeRecord
+// would, without encoding it. Only a string field that is not valid UTF-8
+// fails proto3 encoding, and an entry holds strings only inside a typed
+// command (its type URL) or a membership (addresses): an entry with
+// neither always encodes.
+func checkEncodes(e *messages.Entry) error {
+	if e.GetCommand() == nil && e.GetMembership() == nil {
+		return nil
+	}
+	_, err := proto.Marshal(e)
+	return err
+}
+
 // recordSize is what a record counts against a read's byte budget: the size
 // of the encoded entry.
 func recordSize(b []byte) uint64 { return uint64(len(b) - recordHeaderLen) }
@@ -222,7 +235,12 @@ func (g *groupState) initialState(id *messages.NodeIdentity, group uint64) *mess
 // store turns them into a batch; the in-memory store applies them.
 type logWriter interface {
 	deleteEntries(group, lo, hi uint64) // lo..hi-1
-	putEntry(group, index uint64, rec []byte)
+	// putEntry stores e at its index. rec is e encoded as a log record, or
+	// nil for a writer that keeps entries as they are (keepsEntries).
+	putEntry(group uint64, e *messages.Entry, rec []byte)
+	// keepsEntries says the writer keeps the entries themselves, not their
+	// records, so planAppend need not encode them.
+	keepsEntries() bool
 	putHardState(group uint64, hs *messages.HardState)
 	putSnapshot(group uint64, meta *messages.SnapshotMeta)
 }
@@ -247,7 +265,10 @@ func planAppend(g *groupState, req *messages.StorageAppend, w logWriter) error {
 		}
 	}
 	ents := req.GetEntries()
-	recs := make([][]byte, len(ents))
+	var recs [][]byte // nil for a writer that keeps entries
+	if !w.keepsEntries() {
+		recs = make([][]byte, len(ents))
+	}
 	if len(ents) > 0 {
 		first := ents[0].GetIndex()
 		for i, e := range ents {
@@ -290,7 +311,16 @@ func planAppend(g *groupState, req *messages.StorageAppend, w logWriter) error {
 				return errInvalid(op, group, "entry %d of term %d would replace the committed entry of term %d", e.Index, e.Term, t)
 			}
 		}
+		keep := w.keepsEntries()
 		for i, e := range ents {
+			if keep {
+				// The same refusal as the encoding store's, without the
+				// encoding.
+				if err := checkEncodes(e); err != nil {
+					return errInvalid(op, group, "entry %d does not encode: %v", e.Index, err)
+				}
+				continue
+			}
 			rec, err := encodeRecord(e)
 			if err != nil {
 				return errInvalid(op, group, "entry %d does not encode: %v", e.Index, err)
@@ -310,7 +340,11 @@ func planAppend(g *groupState, req *messages.StorageAppend, w logWriter) error {
 			g.truncate(first)
 		}
 		for i, e := range ents {
-			w.putEntry(group, e.Index, recs[i])
+			var rec []byte
+			if recs != nil {
+				rec = recs[i]
+			}
+			w.putEntry(group, e, rec)
 			g.add(e)
 		}
 	}

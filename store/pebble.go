@@ -338,9 +338,10 @@ func (w pebbleWriter) deleteEntries(group, lo, hi uint64) {
 		_ = w.b.DeleteRange(EntryKey(group, lo), EntryKey(group, hi), nil)
 	}
 }
-func (w pebbleWriter) putEntry(group, index uint64, rec []byte) {
-	_ = w.b.Set(EntryKey(group, index), rec, nil)
+func (w pebbleWriter) putEntry(group uint64, e *messages.Entry, rec []byte) {
+	_ = w.b.Set(EntryKey(group, e.GetIndex()), rec, nil)
 }
+func (pebbleWriter) keepsEntries() bool { return false }
 func (w pebbleWriter) putHardState(group uint64, hs *messages.HardState) {
 	v, _ := proto.Marshal(hs)
 	_ = w.b.Set(groupKey(group, kindHardState), v, nil)

@@ -27,7 +27,8 @@ type StateMachine interface {
 	// so that a restart that replays the log never applies an entry twice;
 	// the first entry above it must be LastApplied+1. BLANK and MEMBERSHIP
 	// entries only advance LastApplied. An error means the state machine
-	// cannot go on (its storage failed): the node stops applying.
+	// cannot go on (its storage failed): the node stops applying. The
+	// entries are shared with the log and must not be modified.
 	Apply(entries []*messages.Entry) ([]Result, error)
 
 	// Snapshot captures the state as of LastApplied. It must be cheap (a

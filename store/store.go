@@ -9,6 +9,12 @@ import (
 // LogStore is the replicated log and the hard state of any number of Raft
 // groups. Every method is safe for concurrent use. Reads never return data
 // that is not durable.
+//
+// Entries are immutable once made: nobody modifies an entry after handing
+// it to Append, or one that Entries returned. A store may therefore keep
+// the entries it is given and return them as they are (MemStore does),
+// and Raftor's actors share them between the log, the replication streams'
+// cache and the state machine.
 type LogStore interface {
 	// Load returns what a (re)starting RaftCore needs for group: identity,
 	// hard state, the latest snapshot's meta, the log's bounds and terms,

@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/raftor/raftor/messages"
 	"github.com/raftor/raftor/store"
@@ -294,6 +295,17 @@ func testAppendRules(t *testing.T, h Harness) {
 		{"index zero", req(1, nil, ent(0, 1))},
 		{"group zero", req(0, nil, ent(4, 2))},
 		{"a nil entry", req(1, nil, []*messages.Entry{nil})},
+		{"an entry that does not encode (membership address not UTF-8)", req(1, nil, func() []*messages.Entry {
+			e := ent(4, 2)
+			e[0].Kind = messages.EntryKind_ENTRY_KIND_MEMBERSHIP
+			e[0].Membership = &messages.Membership{Voters: []uint64{1}, Addresses: map[uint64]string{1: "\xff\xfe"}}
+			return e
+		}())},
+		{"an entry that does not encode (command type URL not UTF-8)", req(1, nil, func() []*messages.Entry {
+			e := ent(4, 2)
+			e[0].Command = &anypb.Any{TypeUrl: "type.googleapis.com/\xff"}
+			return e
+		}())},
 	}
 	for _, tc := range tests {
 		if code := appendCode(t, s, tc.r); code != messages.ErrorCode_ERROR_CODE_INVALID {
