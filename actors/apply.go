@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/raftor/raftor/messages"
 	"github.com/raftor/raftor/store"
@@ -294,7 +293,7 @@ func (a *applyActor) apply(ctx actor.Context, batch []*messages.Entry) bool {
 			ctx.Send(w.pid, resp)
 		}
 		a.applied, a.appliedTerm = e.GetIndex(), e.GetTerm()
-		a.unreportedBytes += uint64(proto.Size(e))
+		a.unreportedBytes += uint64(messages.EntrySize(e))
 	}
 	a.trimMemberships()
 	return true

@@ -41,7 +41,7 @@ func (c *Core) propose(h Handle, req *messages.ClientWriteRequest) {
 	}
 	e := &messages.Entry{Term: c.term, Index: c.ti.LastIndex() + 1, Kind: messages.EntryKind_ENTRY_KIND_NORMAL,
 		Data: req.GetData(), Command: req.GetCommand(), Request: req.GetRequest()}
-	if n := proto.Size(e); n > c.cfg.MaxEntryBytes {
+	if n := messages.EntrySize(e); n > c.cfg.MaxEntryBytes {
 		fail(errOf(messages.ErrorCode_ERROR_CODE_TOO_LARGE, "entry of %d bytes over the limit of %d", n, c.cfg.MaxEntryBytes))
 		return
 	}

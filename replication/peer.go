@@ -145,7 +145,7 @@ func (p *Peer) Notify(n *messages.ReplicationNotify) error {
 		if len(p.sizes) == 0 {
 			p.sizesFirst = e.GetIndex()
 		}
-		p.sizes = append(p.sizes, uint64(proto.Size(e)))
+		p.sizes = append(p.sizes, uint64(messages.EntrySize(e)))
 		fresh = append(fresh, e)
 	}
 	// Sizes at or below match are never needed again.

@@ -118,11 +118,11 @@ func (s *Stream) Notify(n *messages.ReplicationNotify) {
 			s.cacheFirst = e.GetIndex()
 		}
 		s.cache = append(s.cache, e)
-		s.cacheBytes += uint64(proto.Size(e))
+		s.cacheBytes += uint64(messages.EntrySize(e))
 	}
 	// Evict from the front, but only what storage can serve.
 	for len(s.cache) > 0 && s.cacheBytes > s.cfg.CacheBytes && s.cacheFirst <= s.durable {
-		s.cacheBytes -= uint64(proto.Size(s.cache[0]))
+		s.cacheBytes -= uint64(messages.EntrySize(s.cache[0]))
 		s.cache = s.cache[1:]
 		s.cacheFirst++
 	}
@@ -172,7 +172,7 @@ func (s *Stream) fromCache(lo, hi uint64) ([]*messages.Entry, bool) {
 func (s *Stream) sendEntries(cmd *messages.StreamSend, ents []*messages.Entry) {
 	var bytes uint64
 	for k, e := range ents {
-		bytes += uint64(proto.Size(e))
+		bytes += uint64(messages.EntrySize(e))
 		if k > 0 && bytes > s.cfg.MaxAppendBytes {
 			ents = ents[:k]
 			break

@@ -31,15 +31,11 @@ type MemStore struct {
 	nextID  uint64
 }
 
-// memGroup is a group's state and records. recs[i] is the record of index
-// off+i. Copies (live, staged, durable) share the records' backing array.
-// That is safe because the array is only ever written past the length of
-// every copy that could see it: appends write at len, and a truncation
-// clips the slice (len == cap) so that the append after it reallocates.
+// memGroup is a group's state and records. Copies (live, staged, durable)
+// share the records' chunks (see memLog).
 type memGroup struct {
 	st       *groupState
-	off      uint64
-	recs     []memRec
+	recs     memLog
 	body     []byte // body of st.snap
 	verified bool   // records checked since the store was (re)opened
 }
@@ -140,14 +136,15 @@ func (m *MemStore) CorruptEntry(group, index uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	g, ok := m.durable[group]
-	if !ok || index < g.off || index >= g.off+uint64(len(g.recs)) {
+	if !ok || !g.recs.has(index) {
 		return errInvalid("corrupt", group, "no durable entry at %d", index)
 	}
-	g.recs[index-g.off].corrupt = true
+	d := g.recs.at(index)
+	d.corrupt = true
 	// The damage is on the disk, which the live copy reads too (it may
-	// hold the record in an array of its own since it last grew).
-	if l, ok := m.live[group]; ok && index >= l.off && index < l.off+uint64(len(l.recs)) {
-		if r := &l.recs[index-l.off]; r.e == g.recs[index-g.off].e {
+	// hold the record in a chunk of its own since a truncation).
+	if l, ok := m.live[group]; ok && l.recs.has(index) {
+		if r := l.recs.at(index); r.e == d.e {
 			r.corrupt = true
 		}
 	}
@@ -179,13 +176,13 @@ func (m *MemStore) groupLocked(op string, id uint64) (*memGroup, error) {
 	}
 	g, ok := m.live[id]
 	if !ok {
-		g = &memGroup{st: newGroupState(), off: 1, verified: true}
+		g = &memGroup{st: newGroupState(), recs: memLog{off: 1}, verified: true}
 		m.live[id] = g
 		return g, nil
 	}
 	if !g.verified {
-		for i, rec := range g.recs {
-			if err := rec.check("load", id, g.off+uint64(i)); err != nil {
+		for i := g.recs.off; i < g.recs.end(); i++ {
+			if err := g.recs.at(i).check("load", id, i); err != nil {
 				return nil, err
 			}
 		}
@@ -207,34 +204,26 @@ func (w *memWriter) deleteEntries(group, lo, hi uint64) {
 	}
 	w.wrote = true
 	g := w.staged[group]
-	end := g.off + uint64(len(g.recs))
-	lo, hi = max(lo, g.off), min(hi, end)
+	start, end := g.recs.off, g.recs.end()
+	lo, hi = max(lo, start), min(hi, end)
 	if lo >= hi {
 		return
 	}
 	switch {
+	case lo == start:
+		g.recs.dropBefore(hi)
 	case hi == end:
-		g.recs = g.recs[: lo-g.off : lo-g.off]
-	case lo == g.off:
-		g.recs = g.recs[hi-g.off:]
-		g.off = hi
+		g.recs.truncate(lo)
 	default:
 		// Planned writes cut a prefix or a suffix, never a middle.
-		w.err = errCorrupt("delete entries", group, lo, "memory log cannot delete %d..%d from the middle of %d..%d", lo, hi-1, g.off, end-1)
-		return
-	}
-	if len(g.recs) == 0 {
-		g.recs, g.off = nil, hi
+		w.err = errCorrupt("delete entries", group, lo, "memory log cannot delete %d..%d from the middle of %d..%d", lo, hi-1, start, end-1)
 	}
 }
 
 func (w *memWriter) putEntry(group uint64, e *messages.Entry, _ []byte) {
 	w.wrote = true
 	g := w.staged[group]
-	if len(g.recs) == 0 {
-		g.off = e.GetIndex()
-	}
-	g.recs = append(g.recs, memRec{e: e})
+	g.recs.append(e.GetIndex(), memRec{e: e})
 }
 
 func (w *memWriter) keepsEntries() bool { return true }
@@ -338,15 +327,15 @@ func (m *MemStore) Entries(group, lo, hi, maxBytes uint64) ([]*messages.Entry, e
 	if err := checkRange(g.st, group, lo, hi); err != nil || lo == hi {
 		return nil, err
 	}
-	var ents []*messages.Entry
+	ents := make([]*messages.Entry, 0, min(hi-lo, 1024))
 	var size uint64
 	for i := lo; i < hi; i++ {
-		if i < g.off || i >= g.off+uint64(len(g.recs)) {
+		if !g.recs.has(i) {
 			return nil, errCorrupt(op, group, i, "log entry missing")
 		}
-		rec := g.recs[i-g.off]
+		rec := g.recs.at(i)
 		if maxBytes > 0 {
-			size += uint64(proto.Size(rec.e))
+			size += uint64(messages.EntrySize(rec.e))
 			if size > maxBytes && len(ents) > 0 {
 				break
 			}
