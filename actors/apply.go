@@ -166,6 +166,9 @@ func (a *applyActor) Receive(ctx actor.Context) {
 }
 
 func (a *applyActor) accept(ctx actor.Context, m *applyCommitted) {
+	if stagesOn {
+		stages.mark(m.msg.GetCommitIndex(), stageWho(ctx.Self().GetId()), "took the commit")
+	}
 	c := m.msg
 	for _, e := range c.GetEntries() {
 		if e.GetIndex() > a.applied {
@@ -289,6 +292,9 @@ func (a *applyActor) apply(ctx actor.Context, batch []*messages.Entry) bool {
 			if i < len(results) {
 				resp.Result = results[i].Data
 				resp.TypedResult = results[i].Typed
+			}
+			if stagesOn {
+				stages.mark(e.GetIndex(), stageWho(ctx.Self().GetId()), "answered the write")
 			}
 			ctx.Send(w.pid, resp)
 		}

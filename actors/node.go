@@ -218,11 +218,18 @@ func (n *Node) Write(ctx context.Context, req *messages.ClientWriteRequest) (*Wr
 
 // write sends req, which the node owns from now on.
 func (n *Node) write(ctx context.Context, req *messages.ClientWriteRequest) (*WriteResult, error) {
+	followed := stagesOn && stages.begin()
 	resp, err := n.call(ctx, req)
 	if err != nil {
+		if followed {
+			stages.end(0)
+		}
 		return nil, err
 	}
 	r := resp.(*messages.ClientWriteResponse)
+	if followed {
+		stages.end(r.GetIndex())
+	}
 	if err := FromProto(r.GetError()); err != nil {
 		return nil, err
 	}
@@ -455,6 +462,9 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 
 	rp := n.newReply()
 	n.system.Root.RequestWithCustomSender(n.corePID, req, rp.pid)
+	if stagesOn {
+		stages.mark(0, "client", "request sent to RaftCore")
+	}
 	// The node answers within the request's timeout; the timer only
 	// guards against an answer lost on the way (a forward to a leader
 	// that died). A context with a deadline ends the wait sooner, so the
@@ -466,6 +476,9 @@ func (n *Node) call(ctx context.Context, req proto.Message) (proto.Message, erro
 	}
 	select {
 	case m := <-rp.ch:
+		if stagesOn {
+			stages.mark(0, "client", "answer received")
+		}
 		n.putReply(rp)
 		return n.answer(req, m)
 	case <-n.done:

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"runtime"
@@ -366,6 +367,9 @@ func (r *raftCore) handle(ctx actor.Context, msg any, sender *actor.PID) {
 
 	// Client requests.
 	case *messages.ClientWriteRequest:
+		if stagesOn {
+			stages.mark(0, stageWho(r.n.corePID.GetId()), "took the write")
+		}
 		r.write(ctx, m, sender, 0)
 	case *messages.ReadIndexRequest, *messages.InitializeRequest, *messages.AddLearnerRequest,
 		*messages.ChangeMembershipRequest, *messages.RemoveLearnerRequest, *messages.TransferLeaderRequest,
@@ -385,6 +389,9 @@ func (r *raftCore) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		r.remember(m.GetHeader().GetFrom(), "vote", sender)
 		err = r.c.Step(m)
 	case *messages.AppendEntriesRequest:
+		if stagesOn && len(m.GetEntries()) > 0 {
+			stages.mark(lastIndex(m.GetEntries()), stageWho(r.n.corePID.GetId()), "took append_entries")
+		}
 		r.remember(m.GetHeader().GetFrom(), "append", sender)
 		err = r.c.Step(m)
 	case *messages.InstallSnapshotRequest:
@@ -396,6 +403,9 @@ func (r *raftCore) handle(ctx actor.Context, msg any, sender *actor.PID) {
 
 	// Results of the node's own actors.
 	case *messages.ReplicationReport:
+		if stagesOn {
+			stages.mark(m.GetMatchIndex(), stageWho(r.n.corePID.GetId()), fmt.Sprintf("took the report of peer %d", m.GetPeer()))
+		}
 		if ch, ok := r.repl[m.GetPeer()]; !ok || ch.term != m.GetTerm() {
 			return // a report of a stopped ReplicationState
 		}
@@ -412,6 +422,9 @@ func (r *raftCore) handle(ctx actor.Context, msg any, sender *actor.PID) {
 		}
 		r.applyProgress(ctx, m.GetAppliedIndex())
 	case *messages.StorageAppendResult:
+		if stagesOn {
+			stages.mark(m.GetLastIndex(), stageWho(r.n.corePID.GetId()), "took its append's result")
+		}
 		err = r.c.Step(m)
 		if m.GetError() != nil {
 			r.storageFailed(ctx, m.GetError())
@@ -716,6 +729,9 @@ func (r *raftCore) flush(ctx actor.Context) {
 	// the commit that answered it.
 	r.publish()
 	for _, p := range rd.Persist {
+		if stagesOn && len(p.GetEntries()) > 0 {
+			stages.mark(lastIndex(p.GetEntries()), stageWho(r.n.corePID.GetId()), "asked storage to append")
+		}
 		ctx.Request(r.n.storagePID, p)
 	}
 	for _, m := range rd.Storage {
@@ -723,6 +739,9 @@ func (r *raftCore) flush(ctx actor.Context) {
 	}
 	r.send(ctx, rd.Send)
 	for _, m := range rd.Replicate {
+		if n, ok := m.(*messages.ReplicationNotify); stagesOn && ok && len(n.GetEntries()) > 0 {
+			stages.mark(lastIndex(n.GetEntries()), stageWho(r.n.corePID.GetId()), "handed the entries to replication")
+		}
 		r.replicate(ctx, m)
 	}
 	for _, m := range rd.Apply {
@@ -765,6 +784,9 @@ func (r *raftCore) send(ctx actor.Context, msgs []proto.Message) {
 		if kind != "" {
 			// An answer goes to whoever asked.
 			if pid := r.senders[to][kind]; pid != nil {
+				if a, ok := m.(*messages.AppendEntriesResponse); stagesOn && ok {
+					stages.mark(a.GetMatchIndex(), stageWho(r.n.corePID.GetId()), "answered append_entries")
+				}
 				ctx.Send(pid, m)
 			}
 			continue
@@ -832,6 +854,9 @@ func (r *raftCore) apply(ctx actor.Context, m proto.Message) {
 		targets[aw.GetHandle()] = applyTarget{pid: w.sender, request: req.GetRequest()}
 		r.handed = append(r.handed, handedWrite{index: aw.GetIndex(), h: h})
 		r.answeredWriters++
+	}
+	if stagesOn {
+		stages.mark(ac.GetCommitIndex(), stageWho(r.n.corePID.GetId()), "handed the commit to the apply actor")
 	}
 	ctx.Send(r.n.applyPID, &applyCommitted{msg: ac, waiters: targets})
 }

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"fmt"
 	"log/slog"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -86,11 +87,17 @@ func (r *replState) Receive(ctx actor.Context) {
 	var err error
 	switch m := ctx.Message().(type) {
 	case *messages.ReplicationNotify:
+		if stagesOn && len(m.GetEntries()) > 0 {
+			stages.mark(lastIndex(m.GetEntries()), fmt.Sprintf("%d/state-%d", r.env.self, r.start.GetPeer()), "took the entries")
+		}
 		err = r.peer.Notify(m)
 	case *replTick:
 		r.peer.Tick()
 		ctx.Send(r.stream, m)
 	case *messages.AppendEntriesResponse:
+		if stagesOn {
+			stages.mark(m.GetMatchIndex(), fmt.Sprintf("%d/state-%d", r.env.self, r.start.GetPeer()), "took the answer")
+		}
 		delete(r.outstanding, m.GetSeq())
 		err = r.peer.HandleAppendResponse(m)
 	case *messages.InstallSnapshotResponse:
@@ -196,6 +203,9 @@ func (s *replStream) Receive(ctx actor.Context) {
 	case *messages.ReplicationNotify:
 		s.s.Notify(m)
 	case *messages.StreamSend:
+		if stagesOn && !m.GetHeartbeat() && m.GetHi() > 0 {
+			stages.mark(m.GetHi()-1, fmt.Sprintf("%d/stream-%d", s.env.self, s.start.GetPeer()), "took the send")
+		}
 		err = s.s.Send(m)
 	case *messages.StreamSendSnapshot:
 		err = s.s.SendSnapshot(m)
@@ -204,6 +214,9 @@ func (s *replStream) Receive(ctx actor.Context) {
 	case *messages.StorageSnapshotChunk:
 		err = s.s.HandleSnapshotChunk(m)
 	case *messages.AppendEntriesResponse, *messages.InstallSnapshotResponse, *messages.WireReject:
+		if a, ok := m.(*messages.AppendEntriesResponse); stagesOn && ok {
+			stages.mark(a.GetMatchIndex(), fmt.Sprintf("%d/stream-%d", s.env.self, s.start.GetPeer()), "took the answer")
+		}
 		err = s.s.HandleResponse(m.(proto.Message))
 	case *actor.DeadLetterResponse:
 		// The peer's RaftCore is not there (stopped, or not started yet):
@@ -221,6 +234,9 @@ func (s *replStream) Receive(ctx actor.Context) {
 	}
 	for _, m := range out.Send {
 		// The peer answers to ctx.Sender(), which is this stream.
+		if a, ok := m.(*messages.AppendEntriesRequest); stagesOn && ok && len(a.GetEntries()) > 0 {
+			stages.mark(lastIndex(a.GetEntries()), fmt.Sprintf("%d/stream-%d", s.env.self, s.start.GetPeer()), "sent append_entries")
+		}
 		ctx.Request(s.peerPID, m)
 	}
 	for _, m := range out.ToPeer {

@@ -523,7 +523,13 @@ func (w *storageWriter) appendBatch(jobs []laneJob) {
 	if w.failed == nil {
 		var err error
 		start := time.Now()
+		if stagesOn {
+			markAppends(jobs, "storage append started")
+		}
 		results, err = w.st.Append(reqs)
+		if stagesOn {
+			markAppends(jobs, "storage append synced")
+		}
 		w.appendsBlock = time.Since(start) > blockingAppend
 		w.batches.Add(1)
 		w.appends.Add(uint64(len(reqs)))

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/raftor/raftor/actors"
 	"github.com/raftor/raftor/examples/bench/internal/load"
 )
 
@@ -54,6 +55,9 @@ func workerMain(role string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		err = load.Execute(ctx, s, c, stdout)
 		stopProfile()
+		if serr := writeStages(os.Getenv(stagesEnv), s); serr != nil {
+			fmt.Fprintf(stderr, "raftor %s: %v\n", s.Mode, serr)
+		}
 		done := make(chan struct{})
 		go func() { c.Close(); close(done) }()
 		select {
@@ -82,6 +86,38 @@ const profileEnv = "RAFTOR_BENCH_CPUPROFILE"
 // rather than where they spend CPU. A trace of a busy run grows by tens of
 // megabytes a second; use a short --duration.
 const traceEnv = "RAFTOR_BENCH_TRACE"
+
+// stagesEnv names a directory: when it is set, and the program was built
+// with -tags raftorstages (see actors/stages.go), Raftor's worker writes
+// there, after each run, where the writes it followed spent their time
+// (raftor-<mode>-round<n>.stages): the median time since the call started
+// at which each actor on the way took the write, sent it, synced it,
+// answered it. Writes are followed one at a time, so use --clients 1: with
+// more clients the report is that of a sample of the writes, and the client
+// counts of the run mix.
+const stagesEnv = "RAFTOR_BENCH_STAGES"
+
+func writeStages(dir string, s load.Spec) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	name := filepath.Join(dir, fmt.Sprintf("raftor-%s-round%d.stages", s.Mode, s.Round))
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	on, err := actors.WriteStageReport(f)
+	if !on {
+		fmt.Fprintf(f, "stage timing is not compiled in: build with -tags raftorstages\n")
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 func startProfile(dir string, s load.Spec) (stop func(), err error) {
 	stopTrace, err := startTrace(os.Getenv(traceEnv), s)
