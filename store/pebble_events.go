@@ -24,6 +24,16 @@ type DiskStats struct {
 	FlushTime      time.Duration
 	Compactions    int64
 	CompactionTime time.Duration
+	// FlushedBytes is what flushes wrote into tables; RewrittenBytes what
+	// compactions wrote, leaving out those that only moved a table to
+	// another level or deleted tables (Pebble's "move" and "delete-only").
+	// A log whose flushed tables hold disjoint index ranges is moved down
+	// and rewrites little; RewrittenBytes near FlushedBytes or above says
+	// the log is being written twice.
+	FlushedBytes   int64
+	RewrittenBytes int64
+	// Moves counts the compactions that moved a table without rewriting it.
+	Moves int64
 	// SlowDiskOps counts disk operations that took longer than Pebble's
 	// disk-health threshold (5 s); each is logged at warn level.
 	SlowDiskOps int64
@@ -66,11 +76,21 @@ func (d *diskEvents) listener() *pebble.EventListener {
 		},
 		FlushEnd: func(info pebble.FlushInfo) {
 			d.count(&d.stats.Flushes, &d.stats.FlushTime, info.TotalDuration)
+			d.addBytes(&d.stats.FlushedBytes, info.Output)
 			d.logger.Debug("pebble flush", "component", "pebble", "input_bytes", info.InputBytes,
 				"took", info.TotalDuration, "err", info.Err)
 		},
 		CompactionEnd: func(info pebble.CompactionInfo) {
 			d.count(&d.stats.Compactions, &d.stats.CompactionTime, info.TotalDuration)
+			switch {
+			case info.Err != nil:
+			case info.Reason == "move":
+				d.mu.Lock()
+				d.stats.Moves++
+				d.mu.Unlock()
+			case info.Reason != "delete-only":
+				d.addBytes(&d.stats.RewrittenBytes, info.Output.Tables)
+			}
 			d.logger.Debug("pebble compaction", "component", "pebble", "reason", info.Reason,
 				"took", info.TotalDuration, "err", info.Err)
 		},
@@ -89,6 +109,17 @@ func (d *diskEvents) count(n *int64, total *time.Duration, took time.Duration) {
 	d.mu.Lock()
 	*n++
 	*total += took
+	d.mu.Unlock()
+}
+
+// addBytes adds the sizes of tables to n, under d.mu.
+func (d *diskEvents) addBytes(n *int64, tables []pebble.TableInfo) {
+	var sum int64
+	for _, t := range tables {
+		sum += int64(t.Size)
+	}
+	d.mu.Lock()
+	*n += sum
 	d.mu.Unlock()
 }
 
