@@ -60,12 +60,17 @@ type PebbleOptions struct {
 	// FS is the file system, vfs.Default when nil. Tests pass
 	// vfs.NewCrashableMem() to simulate losing unsynced writes.
 	FS vfs.FS
-	// MemTableSize is Pebble's memtable size (default 32 MiB). A log's
-	// entries are read back soon after they are written or not at all, but
-	// a small memtable flushes and compacts often: with 4 MiB, flushes and
-	// compactions took 15% of a three-node benchmark's CPU under 256
-	// clients and stalled writes (p999 180-215ms against 30-35ms with 32
-	// MiB, examples/bench, docs/benchmarks.md).
+	// MemTableSize is Pebble's memtable size (default 8 MiB). A log's
+	// entries are read back soon after they are written or not at all, so
+	// the memtable only has to hold what a flush writes out at once: a
+	// larger one flushes less often but longer, and each flush competes
+	// with the WAL's syncs for the disk. With one group in a steady term
+	// nothing is compacted (RaftCore writes the hard state only when term
+	// or vote change), and 8 MiB gave a three-node benchmark under 256
+	// clients a p999 of 21-32 ms against 39-69 ms with 32 MiB, with as many
+	// writes/s or more (examples/bench, docs/benchmarks.md). When every
+	// append carried a hard state, tables overlapped and were compacted,
+	// and 32 MiB was the better size then (4 MiB: p999 180-215 ms).
 	MemTableSize uint64
 	// Logger receives Pebble's messages at debug level and failures at
 	// error level; nil uses slog.Default().
@@ -152,7 +157,7 @@ func OpenPebble(dir string, o PebbleOptions) (*PebbleStore, error) {
 		o.Logger = slog.Default()
 	}
 	if o.MemTableSize == 0 {
-		o.MemTableSize = 32 << 20
+		o.MemTableSize = 8 << 20
 	}
 	logDir := o.FS.PathJoin(dir, "log")
 	if err := mkdirDurable(o.FS, logDir); err != nil {

@@ -162,7 +162,7 @@ func TestAppendIsOneSyncedBatchAndPurgeOneRangeDeletion(t *testing.T) {
 // 256 entries after each snapshot (every 1024 entries); compaction
 // reclaims what the purges' range deletions cover, so the disk holds a few
 // memtables' worth however much was written. BenchmarkLogSpace measures
-// the same on a real disk with the default 32 MiB memtable.
+// the same on a real disk with the default memtable.
 func TestLogDiskUsageStaysBoundedAsItChurns(t *testing.T) {
 	const memtable = 1 << 20
 	s, err := store.OpenPebble("/raftor", store.PebbleOptions{Options: storetest.Options, FS: vfs.NewMem(), MemTableSize: memtable, Logger: slog.New(slog.DiscardHandler)})
