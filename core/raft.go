@@ -350,7 +350,7 @@ func (c *Core) appendLocal(entries ...*messages.Entry) {
 	// Pebble's compactions rewrote the log over and over (7.5 times what
 	// was flushed in store's TestSteadyLogIsNotRewrittenByCompactions;
 	// none without it).
-	if hs := c.hardState(); c.hsEmitted.term != hs.Term || c.hsEmitted.vote != hs.Vote {
+	if c.hsEmitted != (hsVals{c.term, c.vote}) {
 		c.persistHardState()
 	}
 	c.refreshFollowerRole()

@@ -27,9 +27,9 @@ type DiskStats struct {
 	// FlushedBytes is what flushes wrote into tables; RewrittenBytes what
 	// compactions wrote, leaving out those that only moved a table to
 	// another level or deleted tables (Pebble's "move" and "delete-only").
-	// A log whose flushed tables hold disjoint index ranges is moved down
-	// and rewrites little; RewrittenBytes near FlushedBytes or above says
-	// the log is being written twice.
+	// A log whose flushed tables hold disjoint index ranges is not
+	// rewritten; RewrittenBytes near FlushedBytes or above says the log is
+	// being written twice.
 	FlushedBytes   int64
 	RewrittenBytes int64
 	// Moves counts the compactions that moved a table without rewriting it.

@@ -132,9 +132,9 @@ func writeLog(t *testing.T, n uint64, hardStateEveryAppend bool) store.DiskStats
 
 // A log written in a steady term, entries only, is flushed into tables of
 // disjoint index ranges, which Pebble keeps side by side in one sublevel
-// of level 0 and does not compact (until 500 of them, when it moves them
-// down rather than rewrites them): each entry is written once to the WAL
-// and once to a table.
+// of level 0 and does not compact (not below 500 of them, Pebble's
+// L0CompactionFileThreshold): each entry is written once to the WAL and
+// once to a table.
 // A hard state in every append, as RaftCore wrote before it kept the
 // commit index out of them (core's TestHardStateIsWrittenWhenTermOrVoteChange),
 // puts one key in every table, so that the tables overlap and compactions
